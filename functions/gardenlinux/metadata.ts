@@ -1,0 +1,155 @@
+/**
+ * The metadata document `meta/singles/<base>` (spec §2.1). PyYAML writes it, so it is read with the YAML 1.1
+ * schema (timestamps become dates). Older shapes are accepted: `gardenlinux_epoch` as a string, `modifiers` as a
+ * comma string, `suffix` without its dot, `build_timestamp` as an ISO string. Documents that other writers put
+ * under the same prefix are recognised and reported as not being builds.
+ */
+import YAML from 'yaml';
+import { z } from 'zod';
+import { InputError } from '../util/errors';
+import { ARCHITECTURES, objectsPrefix, parseBaseName, type BaseName } from './naming';
+
+export interface BuildFile {
+  /** the file name, also the layer title */
+  name: string;
+  /** the S3 key, always `objects/<base>/<name>` */
+  key: string;
+  /** the md5 from the metadata: it is correct upstream (unlike `sha256sum`) and lets the bytes be checked */
+  md5?: string;
+}
+
+export interface BuildMetadata {
+  name: BaseName;
+  platform: string;
+  modifiers: string[];
+  /** build_timestamp; upstream it is roughly the upload time, which is what "newest build" needs */
+  buildTime?: Date;
+  commitLong?: string;
+  publishingGroup?: string;
+  files: BuildFile[];
+}
+
+export type MetadataDocument = { kind: 'build'; build: BuildMetadata } | { kind: 'not-a-build'; reason: string };
+
+const MAX_METADATA_BYTES = 1024 * 1024;
+
+const nullish = <T extends z.ZodType>(schema: T) => schema.nullish();
+
+const PathEntry = z.looseObject({
+  name: z.string().min(1),
+  s3_key: z.string().min(1),
+  s3_bucket_name: nullish(z.string()),
+  suffix: nullish(z.string()),
+  md5sum: nullish(z.string().regex(/^[0-9a-fA-F]{32}$/, 'expected 32 hex characters')),
+  // sha256sum is the hash of the empty string in every document (an upstream bug): never read.
+});
+
+const BuildDocument = z.looseObject({
+  architecture: z.enum(ARCHITECTURES),
+  build_committish: nullish(z.string()),
+  build_timestamp: nullish(z.union([z.date(), z.string()])),
+  gardenlinux_epoch: nullish(z.union([z.number().int(), z.string()])),
+  modifiers: nullish(z.union([z.array(z.string()), z.string()])),
+  paths: z.array(PathEntry).min(1, 'a build lists at least one file'),
+  platform: z.string().min(1),
+  publishing_group: nullish(z.string()),
+  version: z.union([z.string().min(1), z.number()]),
+});
+
+function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 8)
+    .map((i) => `${i.path.length > 0 ? i.path.join('.') : '(document)'}: ${i.message}`)
+    .join('; ');
+}
+
+function present(value: unknown): boolean {
+  return value !== undefined && value !== null;
+}
+
+/** Parses and checks the metadata document of build `base` (the base name from the document's key). */
+export function parseMetadata(text: string, base: string): MetadataDocument {
+  const where = `metadata document meta/singles/${base}`;
+  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) throw new InputError(`${where} is larger than 1 MiB`);
+
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text, { schema: 'yaml-1.1', maxAliasCount: 50, uniqueKeys: false });
+  } catch (err) {
+    throw new InputError(`${where} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new InputError(`${where} is not a YAML mapping`);
+  }
+  const fields = doc as Record<string, unknown>;
+
+  // Other writers share the prefix (spec §2.1): group documents and the cloud publisher's rewrites.
+  if (!present(fields.paths) && !present(fields.architecture)) {
+    const members = Array.isArray(fields.manifests) ? ` listing ${fields.manifests.length} builds` : '';
+    return { kind: 'not-a-build', reason: `group document${members} (no paths, no architecture)` };
+  }
+  for (const key of ['glci_version', 'published_image_metadata']) {
+    if (present(fields[key])) return { kind: 'not-a-build', reason: `rewritten by the cloud publisher (${key} is set)` };
+  }
+
+  // Only builds must be named like one: group documents are `<group>-<version>-<commit>`.
+  const name = parseBaseName(base);
+  const parsed = BuildDocument.safeParse(fields);
+  if (!parsed.success) throw new InputError(`${where} is not a valid build document: ${formatIssues(parsed.error)}`);
+  const m = parsed.data;
+
+  const version = typeof m.version === 'number' ? String(m.version) : m.version;
+  if (m.architecture !== name.arch) {
+    throw new InputError(`${where} says architecture ${m.architecture}, but the base name says ${name.arch}`);
+  }
+  if (version !== name.version) {
+    throw new InputError(`${where} says version ${version}, but the base name says ${name.version}`);
+  }
+  const commitLong = m.build_committish ?? undefined;
+  if (commitLong !== undefined && name.commit !== 'local' && !commitLong.startsWith(name.commit)) {
+    throw new InputError(`${where} says build_committish ${commitLong}, but the base name says commit ${name.commit}`);
+  }
+
+  const prefix = objectsPrefix(base);
+  const seen = new Set<string>();
+  const files: BuildFile[] = m.paths.map((p, i) => {
+    const at = `${where}: paths.${i}`;
+    if (p.name.includes('/') || p.name === '.' || p.name === '..') {
+      throw new InputError(`${at}: the file name "${p.name}" is not a plain file name`);
+    }
+    if (p.s3_key !== prefix + p.name) {
+      throw new InputError(`${at}: the key "${p.s3_key}" is not ${prefix}${p.name}; a build may only name its own files`);
+    }
+    if (seen.has(p.name)) throw new InputError(`${at}: the file "${p.name}" is listed twice`);
+    seen.add(p.name);
+    return { name: p.name, key: p.s3_key, ...(p.md5sum ? { md5: p.md5sum.toLowerCase() } : {}) };
+  });
+
+  const modifiers =
+    typeof m.modifiers === 'string'
+      ? m.modifiers.split(',').map((s) => s.trim()).filter((s) => s !== '')
+      : (m.modifiers ?? []);
+
+  let buildTime: Date | undefined;
+  if (m.build_timestamp instanceof Date) buildTime = m.build_timestamp;
+  else if (typeof m.build_timestamp === 'string') {
+    // Older documents: an ISO string, usually without a zone; read it as UTC like the YAML timestamp.
+    const iso = /[zZ]|[+-]\d\d:?\d\d$/.test(m.build_timestamp) ? m.build_timestamp : `${m.build_timestamp}Z`;
+    const t = new Date(iso.replace(' ', 'T'));
+    if (!Number.isNaN(t.getTime())) buildTime = t;
+  }
+  if (buildTime !== undefined && Number.isNaN(buildTime.getTime())) buildTime = undefined;
+
+  return {
+    kind: 'build',
+    build: {
+      name,
+      platform: m.platform,
+      modifiers,
+      ...(buildTime ? { buildTime } : {}),
+      ...(commitLong ? { commitLong } : {}),
+      ...(m.publishing_group ? { publishingGroup: m.publishing_group } : {}),
+      files,
+    },
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * The version index `<repo>:<version>` rendered from the publisher's records (spec §5). Pure: records and the
+ * index currently in the registry go in, the index to write comes out.
+ *
+ * - Container entries first (no `cname` annotation, os `linux`), one per platform: the newest build's record
+ *   wins; container entries of platforms no record covers are kept.
+ * - Then one Garden Linux entry per recorded build, grouped by flavor-arch, newest build first; entries whose
+ *   `cname` no record has (written by another tool) follow in their original order.
+ * - Every other entry of the current index is kept, at the end, in its original order.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { sha256Digest } from '../oci/digest';
+import type { Descriptor, ImageIndex } from '../oci/descriptor';
+import { MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
+import { InputError } from '../util/errors';
+
+export interface IndexRecord {
+  /** the build's base name, the `cname` annotation of its Garden Linux entry */
+  base: string;
+  /** `<flavor>-<arch>`; builds sharing it are ordered newest first */
+  flavorArch: string;
+  /** ISO 8601; "newest build" compares these, then base names */
+  buildTime: string;
+  /** the container image entry, for container builds (no annotations, platform from the image config) */
+  container?: Descriptor;
+  /** the Garden Linux artifact manifest entry */
+  gardenlinux?: Descriptor;
+}
+
+export interface RenderedIndex {
+  index: ImageIndex;
+  bytes: Buffer;
+  digest: string;
+}
+
+function cnameOf(entry: Descriptor): string | undefined {
+  return entry.annotations?.cname;
+}
+
+function platformKey(entry: Descriptor): string {
+  const p = entry.platform;
+  return `${p?.os ?? ''}/${p?.architecture ?? ''}/${p?.variant ?? ''}`;
+}
+
+function isContainerEntry(entry: Descriptor): boolean {
+  return cnameOf(entry) === undefined && entry.platform?.os === 'linux';
+}
+
+/** Positive when `a` is the newer build. Build time first; the base name breaks ties so the order is total. */
+export function compareBuilds(a: IndexRecord, b: IndexRecord): number {
+  const ta = Date.parse(a.buildTime);
+  const tb = Date.parse(b.buildTime);
+  if (ta !== tb) return ta - tb;
+  return a.base < b.base ? -1 : a.base > b.base ? 1 : 0;
+}
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+export function renderVersionIndex(records: readonly IndexRecord[], current: ImageIndex | undefined): RenderedIndex | undefined {
+  if (records.length === 0 && current === undefined) return undefined;
+
+  const containers = new Map<string, IndexRecord>();
+  for (const r of records) {
+    if (r.container === undefined) continue;
+    const key = platformKey(r.container);
+    const held = containers.get(key);
+    if (held === undefined || compareBuilds(r, held) > 0) containers.set(key, r);
+  }
+  const recorded = new Set(records.filter((r) => r.gardenlinux !== undefined).map((r) => r.base));
+
+  const foreignContainers: Descriptor[] = [];
+  const foreignGardenlinux: Descriptor[] = [];
+  const foreignOther: Descriptor[] = [];
+  const seen: Descriptor[] = [];
+  for (const entry of current?.manifests ?? []) {
+    if (seen.some((s) => isDeepStrictEqual(s, entry))) continue; // an exact duplicate is the same entry
+    seen.push(entry);
+    const cname = cnameOf(entry);
+    if (cname !== undefined) {
+      if (!recorded.has(cname)) foreignGardenlinux.push(entry);
+    } else if (isContainerEntry(entry)) {
+      if (!containers.has(platformKey(entry))) foreignContainers.push(entry);
+    } else {
+      foreignOther.push(entry);
+    }
+  }
+
+  const containerSection = [...[...containers.values()].map((r) => r.container as Descriptor), ...foreignContainers].sort(
+    (a, b) =>
+      compareStrings(a.platform?.architecture ?? '', b.platform?.architecture ?? '') ||
+      compareStrings(a.platform?.variant ?? '', b.platform?.variant ?? ''),
+  );
+  const gardenlinuxSection = records
+    .filter((r) => r.gardenlinux !== undefined)
+    .sort((a, b) => compareStrings(a.flavorArch, b.flavorArch) || compareBuilds(b, a))
+    .map((r) => r.gardenlinux as Descriptor);
+
+  const { schemaVersion: _v, mediaType: _m, manifests: _e, ...otherFields } = current ?? { schemaVersion: 2, manifests: [] };
+  const index: ImageIndex = {
+    schemaVersion: 2,
+    mediaType: OCI_INDEX,
+    manifests: [...containerSection, ...gardenlinuxSection, ...foreignGardenlinux, ...foreignOther],
+    ...otherFields,
+  };
+  const bytes = Buffer.from(JSON.stringify(index));
+  if (bytes.length > MAX_MANIFEST_BYTES) {
+    throw new InputError(`the version index would be ${bytes.length} bytes, above the 4 MiB registries accept`);
+  }
+  return { index, bytes, digest: sha256Digest(bytes) };
+}
+
+/** True when writing `rendered` over `current` would change nothing a reader can see. */
+export function sameIndex(rendered: RenderedIndex, current: ImageIndex | undefined): boolean {
+  return current !== undefined && isDeepStrictEqual(rendered.index, current);
+}

@@ -1,0 +1,402 @@
+/**
+ * Moves the files of one build from the source to a target, reading each source byte once:
+ *
+ * - a plain file streams straight into one upload (small ones are read whole, so an existing blob is found by
+ *   its digest before anything is sent);
+ * - a PXE bundle streams into its own upload and, at the same time, through gunzip and a tar parser into one
+ *   upload per member;
+ * - a container archive is indexed with ranged reads (headers, index.json, manifest, config), checked, and
+ *   then streamed once into the upload of the whole archive and, by byte range, into the image's blob uploads.
+ *
+ * What was learnt from reading an object (its digest, its members, its image) is kept in the state store under
+ * the object's ETag; a re-run of the same build finds every blob present by digest and reads nothing.
+ */
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { Parser as TarParser, type ReadEntry } from 'tar';
+import { featuresFromRelease } from '../gardenlinux/release-file';
+import { inspectContainerArchive } from '../oci/container-archive';
+import { hashBuffer, verifyHashed } from '../oci/digest';
+import type { Descriptor } from '../oci/descriptor';
+import { indexTar, normalizeMemberPath, type TarMember } from '../oci/tar-index';
+import { isNetworkError } from '../registry/errors';
+import type { SourceFacts } from '../storage/state-store';
+import type { BlobSource, Target, UploadResult } from '../target/target';
+import { describeError, InputError, PublishError } from '../util/errors';
+import { Limiter } from '../util/limiter';
+import type { Logger } from '../util/log';
+import type { PublishContext, TransferStats } from './context';
+import { fanOut, type Slice } from './fan-out';
+
+export interface SourceFile {
+  name: string;
+  key: string;
+  md5?: string;
+  size: number;
+  etag: string;
+}
+
+export interface PublishedBlob {
+  digest: string;
+  size: number;
+}
+
+export interface ContainerFacts {
+  manifest: Descriptor;
+  manifestBytes: Buffer;
+  platform: { architecture: string; os: string; variant?: string };
+}
+
+/** Files up to this size are read whole: one request, and the digest is known before any upload. */
+const SMALL_FILE = 4 * 1024 * 1024;
+/** A pass over one file that fails on a transient error is run again this often (present blobs are skipped). */
+const PASS_ATTEMPTS = 3;
+
+function isRetryable(err: unknown): boolean {
+  return (err instanceof PublishError && err.retryable) || isNetworkError(err);
+}
+
+export class FileTransfer {
+  /** bounds the uploads of plain files and of whole passes; the uploads inside a pass share its place */
+  readonly limiter: Limiter;
+
+  constructor(
+    private readonly ctx: PublishContext,
+    private readonly stats: TransferStats,
+    private readonly log: Logger,
+  ) {
+    this.limiter = new Limiter(ctx.blobConcurrency);
+  }
+
+  private what(file: SourceFile): string {
+    return `${this.ctx.source.description}/${file.key}`;
+  }
+
+  async facts(file: SourceFile): Promise<SourceFacts | undefined> {
+    return this.ctx.state.getFacts(this.ctx.sourceName, file.key, file.etag);
+  }
+
+  private async saveFacts(file: SourceFile, facts: Omit<SourceFacts, 'etag'>): Promise<void> {
+    try {
+      await this.ctx.state.putFacts(this.ctx.sourceName, file.key, { etag: file.etag, ...facts });
+    } catch (err) {
+      // Only a shortcut for the next run is lost.
+      this.log.warn('could not remember what was read', { key: file.key, error: describeError(err) });
+    }
+  }
+
+  private async open(file: SourceFile, range?: { start: number; end: number }): Promise<Readable> {
+    const stream = await this.ctx.source.open(file.key, { etag: file.etag, ...(range ?? {}) });
+    stream.on('data', (c: Buffer) => (this.stats.bytesRead += c.length));
+    return stream;
+  }
+
+  private async readRange(file: SourceFile, start: number, length: number): Promise<Buffer> {
+    if (length === 0) return Buffer.alloc(0);
+    const chunks: Buffer[] = [];
+    for await (const c of await this.open(file, { start, end: start + length - 1 })) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  private async readWhole(file: SourceFile): Promise<Buffer> {
+    const data = await this.ctx.source.get(file.key, { etag: file.etag, maxBytes: SMALL_FILE });
+    if (!data) throw new InputError(`${this.what(file)} is listed in the build's metadata but does not exist`);
+    this.stats.bytesRead += data.bytes.length;
+    const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+    verifyHashed(hashBuffer(data.bytes, md5 !== undefined), { what: this.what(file), size: file.size, ...(md5 ? { md5 } : {}) });
+    return data.bytes;
+  }
+
+  /** Uploads unless the target has the blob; counts either way. */
+  async ensure(target: Target, blob: BlobSource): Promise<PublishedBlob> {
+    if (blob.digest !== undefined && (await target.hasBlob(blob.digest))) {
+      this.stats.blobsSkipped++;
+      return { digest: blob.digest, size: blob.size };
+    }
+    const r = await this.upload(target, blob);
+    return { digest: r.digest, size: r.size };
+  }
+
+  private async upload(target: Target, blob: BlobSource): Promise<UploadResult> {
+    const r = await target.pushBlob({ ...blob, onBytes: (n) => this.stats.uploaded(n) });
+    this.stats.blobsUploaded++;
+    this.log.debug('blob uploaded', { blob: blob.what, digest: r.digest, size: r.size, target: target.display });
+    return r;
+  }
+
+  ensureBuffer(target: Target, bytes: Buffer, what: string): Promise<PublishedBlob> {
+    return this.ensure(target, { digest: hashBuffer(bytes, false).digest, size: bytes.length, what, open: async () => bufferStream(bytes) });
+  }
+
+  /** A file with no inner structure. */
+  async plain(file: SourceFile, target: Target): Promise<PublishedBlob> {
+    const what = this.what(file);
+    const known = await this.facts(file);
+    if (known) return this.limiter.run(() => this.ensure(target, { digest: known.digest, size: known.size, what, open: () => this.open(file) }));
+    if (file.size <= SMALL_FILE) {
+      const bytes = await this.readWhole(file);
+      const blob = await this.ensureBuffer(target, bytes, what);
+      await this.saveFacts(file, blob);
+      return blob;
+    }
+    const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+    const r = await this.limiter.run(() => this.upload(target, { size: file.size, what, ...(md5 ? { md5 } : {}), open: () => this.open(file) }));
+    await this.saveFacts(file, { digest: r.digest, size: r.size });
+    return { digest: r.digest, size: r.size };
+  }
+
+  /** The `.release` file: a plain file whose feature list the artifact manifest needs. */
+  async release(file: SourceFile, target: Target): Promise<{ blob: PublishedBlob; features?: string }> {
+    const known = await this.facts(file);
+    if (known?.features !== undefined) {
+      const blob = await this.ensure(target, { digest: known.digest, size: known.size, what: this.what(file), open: () => this.open(file) });
+      return { blob, features: known.features };
+    }
+    const bytes = await this.readWhole(file);
+    const features = featuresFromRelease(bytes.toString('utf8'));
+    const blob = await this.ensureBuffer(target, bytes, this.what(file));
+    await this.saveFacts(file, { ...blob, ...(features !== undefined ? { features } : {}) });
+    return { blob, ...(features !== undefined ? { features } : {}) };
+  }
+
+  /** Runs a single pass over a file again after a transient failure; blobs it finished are then skipped. */
+  private async withPassRetries<T>(what: string, pass: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await pass();
+      } catch (err) {
+        if (!isRetryable(err) || attempt >= PASS_ATTEMPTS) throw err;
+        this.log.warn('reading a file failed, reading it again', { file: what, attempt, error: describeError(err) });
+      }
+    }
+  }
+
+  /**
+   * A PXE bundle: the bundle itself is a layer, and so is each top-level file inside it (vmlinuz, initrd,
+   * cmdline, root.squashfs), titled with its bare name (spec §3).
+   */
+  async pxeBundle(file: SourceFile, target: Target): Promise<{ bundle: PublishedBlob; members: Array<PublishedBlob & { name: string }> }> {
+    const what = this.what(file);
+    return this.limiter.run(() =>
+      this.withPassRetries(what, async () => {
+        const known = await this.facts(file);
+        if (known?.members) {
+          const present = await Promise.all([known.digest, ...known.members.map((m) => m.digest)].map((d) => target.hasBlob(d)));
+          if (present.every(Boolean)) {
+            this.stats.blobsSkipped += present.length;
+            return { bundle: { digest: known.digest, size: known.size }, members: known.members };
+          }
+        }
+        const needBundle = known === undefined || !(await target.hasBlob(known.digest));
+        const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+        const uploads: Array<Promise<unknown>> = [];
+        const members: Array<PublishedBlob & { name: string }> = [];
+        const wholes: Writable[] = [];
+        let bundle: PublishedBlob | undefined = known ? { digest: known.digest, size: known.size } : undefined;
+
+        if (needBundle) {
+          const sink = new PassThrough({ highWaterMark: 1 << 20 });
+          wholes.push(sink);
+          uploads.push(
+            guard(sink, this.upload(target, { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, open: async () => sink }).then((r) => {
+              bundle = { digest: r.digest, size: r.size };
+            })),
+          );
+        } else this.stats.blobsSkipped++;
+
+        const parser = new TarParser({ strict: true });
+        const parserSink = tarParserSink(parser);
+        wholes.push(parserSink);
+        // Any failure (a member upload, the parser, the read) stops every part of the pass.
+        const memberSinks: PassThrough[] = [];
+        const abort = (err: unknown): void => {
+          const error = err instanceof Error ? err : new Error(String(err));
+          parser.abort(error);
+          parserSink.destroy(error);
+          for (const m of memberSinks) m.destroy(error);
+        };
+        const parsed = new Promise<void>((resolve, reject) => {
+          const bad = (err: Error): void => reject(new InputError(`${what}: not a valid gzip-compressed tar (${err.message})`));
+          parser.on('error', bad);
+          parser.on('abort', bad);
+          parser.on('end', () => resolve());
+        });
+        parser.on('entry', (entry: ReadEntry) => {
+          let name: string;
+          try {
+            name = normalizeMemberPath(entry.path, what);
+          } catch (err) {
+            abort(err);
+            return;
+          }
+          if (entry.type !== 'File' || name.includes('/') || name === '') {
+            if (entry.type === 'File') this.log.warn('PXE bundle member below the top level is not published', { file: what, member: name });
+            entry.resume();
+            return;
+          }
+          const size = entry.size;
+          const knownMember = known?.members?.find((m) => m.name === name && m.size === size);
+          const sink = new PassThrough({ highWaterMark: 1 << 20 });
+          memberSinks.push(sink);
+          entry.pipe(sink);
+          const result = (async (): Promise<PublishedBlob> => {
+            if (knownMember && (await target.hasBlob(knownMember.digest))) {
+              this.stats.blobsSkipped++;
+              sink.resume();
+              await new Promise((r) => sink.on('end', r));
+              return knownMember;
+            }
+            const blob = { ...(knownMember ? { digest: knownMember.digest } : {}), size, what: `${what} member ${name}`, once: true };
+            return this.upload(target, { ...blob, open: async () => sink });
+          })();
+          uploads.push(
+            result.then(
+              (r) => void members.push({ name, digest: r.digest, size: r.size }),
+              (err: unknown) => {
+                abort(err);
+                throw err;
+              },
+            ),
+          );
+        });
+
+        const reading = fanOut(await this.open(file), wholes, [], file.size, what);
+        await settleAll([reading, parsed, ...uploads], abort);
+        // Member uploads are added as the parser reaches them: all are known once it has ended.
+        await settleAll(uploads, abort);
+        if (bundle === undefined) throw new Error(`${what}: the bundle's digest is unknown after the pass`);
+        members.sort((a, b) => (a.name < b.name ? -1 : 1));
+        await this.saveFacts(file, { ...(bundle as PublishedBlob), members });
+        return { bundle: bundle as PublishedBlob, members };
+      }),
+    );
+  }
+
+  /**
+   * A container build's `.oci` archive: the archive itself is a layer of the artifact manifest (in `glTarget`),
+   * and the image it holds goes to `imageTarget` byte for byte. Returns the image's manifest for the caller to
+   * push once every blob is in place.
+   */
+  async containerArchive(
+    file: SourceFile,
+    glTarget: Target,
+    imageTarget: Target,
+    want: { refName: string; arch: string },
+  ): Promise<{ archive: PublishedBlob; image: ContainerFacts }> {
+    const what = this.what(file);
+    return this.limiter.run(() =>
+      this.withPassRetries(what, async () => {
+        const known = await this.facts(file);
+        if (known?.container) {
+          const image: ContainerFacts = {
+            manifest: known.container.manifest,
+            manifestBytes: Buffer.from(known.container.manifestBytes, 'base64'),
+            platform: known.container.platform,
+          };
+          // A manifest in the registry implies its blobs are there (registries refuse it otherwise).
+          const [archivePresent, manifestPresent] = await Promise.all([
+            glTarget.hasBlob(known.digest),
+            imageTarget.resolve(known.container.manifest.digest).then((d) => d !== undefined),
+          ]);
+          if (archivePresent && manifestPresent) {
+            this.stats.blobsSkipped++;
+            return { archive: { digest: known.digest, size: known.size }, image };
+          }
+        }
+
+        const members = await indexTar((start, length) => this.readRange(file, start, length), file.size, what);
+        const inspected = await inspectContainerArchive(members, (m: TarMember) => this.readRange(file, m.offset, m.size), want, what);
+        const image: ContainerFacts = {
+          manifest: { mediaType: inspected.manifest.mediaType, digest: inspected.manifest.digest, size: inspected.manifest.size },
+          manifestBytes: inspected.manifest.bytes,
+          platform: inspected.platform,
+        };
+        const presence = await Promise.all(inspected.blobs.map((b) => imageTarget.hasBlob(b.digest)));
+        const missing = inspected.blobs.filter((_, i) => !presence[i]);
+        this.stats.blobsSkipped += inspected.blobs.length - missing.length;
+        const needArchive = known === undefined || !(await glTarget.hasBlob(known.digest));
+        if (!needArchive) this.stats.blobsSkipped++;
+
+        let archive: PublishedBlob = known ? { digest: known.digest, size: known.size } : { digest: '', size: file.size };
+        if (needArchive) {
+          // One pass: the whole archive to one upload, each missing blob's byte range to its own.
+          const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+          const wholeSink = new PassThrough({ highWaterMark: 1 << 20 });
+          const slices: Slice[] = missing.map((b) => ({ start: b.member.offset, end: b.member.offset + b.size, sink: new PassThrough({ highWaterMark: 1 << 20 }) }));
+          const uploads: Array<Promise<unknown>> = [
+            guard(wholeSink, this.upload(glTarget, { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, open: async () => wholeSink }).then((r) => {
+              archive = { digest: r.digest, size: r.size };
+            })),
+            ...missing.map((b, i) => {
+              const sink = (slices[i] as Slice).sink;
+              return guard(sink, this.upload(imageTarget, { digest: b.digest, size: b.size, what: `${what} blob ${b.digest}`, once: true, open: async () => sink as PassThrough }));
+            }),
+          ];
+          await settleAll([fanOut(await this.open(file), [wholeSink], slices, file.size, what), ...uploads], () => undefined);
+        } else {
+          // The archive is there already: read only the missing blobs, each from its own range.
+          await Promise.all(
+            missing.map((b) =>
+              this.upload(imageTarget, {
+                digest: b.digest,
+                size: b.size,
+                what: `${what} blob ${b.digest}`,
+                open: () => this.open(file, { start: b.member.offset, end: b.member.offset + b.size - 1 }),
+              }),
+            ),
+          );
+        }
+        await this.saveFacts(file, {
+          digest: archive.digest,
+          size: archive.size,
+          container: { manifest: image.manifest, manifestBytes: image.manifestBytes.toString('base64'), platform: image.platform },
+        });
+        return { archive, image };
+      }),
+    );
+  }
+}
+
+function bufferStream(bytes: Buffer): Readable {
+  const s = new PassThrough();
+  s.end(bytes);
+  return s;
+}
+
+/** When an upload fails before it consumed its sink, the sink is destroyed so the reading side stops too. */
+function guard<T>(sink: Writable, upload: Promise<T>): Promise<T> {
+  return upload.catch((err: unknown) => {
+    sink.destroy(err instanceof Error ? err : new Error(String(err)));
+    throw err;
+  });
+}
+
+/** Waits for all; on the first failure runs `abort` and, once every promise has settled, rethrows that failure. */
+async function settleAll(promises: ReadonlyArray<Promise<unknown>>, abort: (error: unknown) => void): Promise<void> {
+  let first: { error: unknown } | undefined;
+  await Promise.all(
+    promises.map((p) =>
+      p.catch((error: unknown) => {
+        if (first === undefined) {
+          first = { error };
+          abort(error);
+        }
+      }),
+    ),
+  );
+  if (first !== undefined) throw first.error;
+}
+
+/** node-tar's parser as a Node Writable, so the fan-out can feed it with backpressure. */
+function tarParserSink(parser: TarParser): Writable {
+  const sink = new PassThrough({ highWaterMark: 1 << 20 });
+  sink.on('data', (chunk: Buffer) => {
+    if (!parser.write(chunk)) {
+      sink.pause();
+      parser.once('drain', () => sink.resume());
+    }
+  });
+  sink.on('end', () => parser.end());
+  sink.on('error', (err) => parser.abort(err));
+  parser.on('abort', (err: Error) => sink.destroy(err));
+  return sink;
+}

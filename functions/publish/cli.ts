@@ -1,0 +1,152 @@
+/**
+ * `gl-oci-publish`: the Lambda's code outside Lambda. Configuration comes from the same environment variables;
+ * options override them. Log lines go to stderr, the job summaries (JSON) to stdout; the exit code is 1 when a
+ * job failed.
+ */
+import { readFile } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import { metadataKey } from '../gardenlinux/naming';
+import { describeError } from '../util/errors';
+import { createHandler, JobsFailedError } from './handler';
+
+interface Globals {
+  registry?: string;
+  stateBucket?: string;
+  statePrefix?: string;
+  containerRepositories?: string;
+  concurrency?: string;
+  logLevel?: string;
+}
+
+/** Placeholder bucket name when a local directory stands in for S3. */
+const LOCAL_BUCKET = 'local-directory';
+
+function environment(globals: Globals, dir?: string): Record<string, string | undefined> {
+  return {
+    ...process.env,
+    ...(globals.registry ? { REGISTRY: globals.registry } : {}),
+    ...(globals.stateBucket ? { STATE_BUCKET: globals.stateBucket } : {}),
+    ...(globals.statePrefix ? { STATE_PREFIX: globals.statePrefix } : {}),
+    ...(globals.containerRepositories ? { CONTAINER_REPOSITORIES: globals.containerRepositories } : {}),
+    ...(globals.concurrency ? { BLOB_CONCURRENCY: globals.concurrency } : {}),
+    ...(globals.logLevel ? { LOG_LEVEL: globals.logLevel } : {}),
+    ...(dir ? { SOURCE_DIR: dir } : {}),
+  };
+}
+
+async function run(globals: Globals, event: unknown, dir?: string): Promise<void> {
+  const handler = createHandler({ env: environment(globals, dir), logSink: (line) => process.stderr.write(line + '\n') });
+  try {
+    const result = await handler(event, { awsRequestId: `cli-${process.pid}` });
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    if ('batchItemFailures' in result && result.batchItemFailures.length > 0) process.exitCode = 1;
+  } catch (err) {
+    if (err instanceof JobsFailedError) {
+      process.stdout.write(JSON.stringify({ jobs: err.summaries }, null, 2) + '\n');
+    }
+    process.stderr.write(`gl-oci-publish: ${describeError(err)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+function source(options: { bucket?: string; dir?: string }): { bucket: string; dir?: string } {
+  if (options.bucket && options.dir) throw new Error('give either --bucket or --dir, not both');
+  if (options.dir) return { bucket: LOCAL_BUCKET, dir: options.dir };
+  if (options.bucket) return { bucket: options.bucket };
+  throw new Error('say where the build is: --bucket <name> (S3) or --dir <path> (a directory laid out like the bucket)');
+}
+
+export function buildProgram(): Command {
+  const program = new Command('gl-oci-publish')
+    .description(
+      'Publish Garden Linux builds to an OCI registry: the container image, the Garden Linux artifact manifest and ' +
+        'the version index. The same code as the Lambda; every option falls back to its environment variable.',
+    )
+    .addOption(new Option('-r, --registry <target>', 'target: <host>/<repo>, http://<host:port>/<repo> or oci-layout:<dir>').env('REGISTRY'))
+    .addOption(new Option('--state-bucket <bucket>', 'bucket of the publisher records (default: the build bucket)').env('STATE_BUCKET'))
+    .addOption(new Option('--state-prefix <prefix>', 'key prefix of the publisher records').env('STATE_PREFIX'))
+    .addOption(new Option('--container-repositories <json>', 'container flavor to sub-repository map').env('CONTAINER_REPOSITORIES'))
+    .addOption(new Option('-j, --concurrency <n>', 'blobs uploaded at once').env('BLOB_CONCURRENCY'))
+    .addOption(new Option('--log-level <level>', 'debug, info, warn or error').env('LOG_LEVEL'))
+    .showHelpAfterError()
+    .addHelpText(
+      'after',
+      `
+Credentials: REGISTRY_USERNAME / REGISTRY_PASSWORD. S3: the usual AWS variables; AWS_ENDPOINT_URL_S3 and
+S3_FORCE_PATH_STYLE=true for S3-compatible stores.
+
+Examples:
+  gl-oci-publish -r ghcr.io/gardenlinux/nightly publish container-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases
+  gl-oci-publish -r oci-layout:./out publish metal_pxe-amd64-1877.3-75df9f40 --dir ./bucket-copy
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux reindex 1877.3 --bucket gardenlinux-github-releases
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest
+  gl-oci-publish -r oci-layout:./out event saved-s3-event.json`,
+    );
+
+  program
+    .command('publish')
+    .description('publish one build, named by its base name or its metadata key (meta/singles/<base>)')
+    .argument('<build>', 'base name (container-amd64-1877.3-75df9f40) or metadata key')
+    .option('-b, --bucket <bucket>', 'read the build from this S3 bucket')
+    .option('-d, --dir <path>', 'read the build from a local directory laid out like the bucket')
+    .action(async (build: string, options: { bucket?: string; dir?: string }) => {
+      const s = source(options);
+      const key = build.startsWith('meta/singles/') ? build : metadataKey(build);
+      await run(program.opts<Globals>(), { action: 'publish', bucket: s.bucket, key }, s.dir);
+    });
+
+  program
+    .command('reindex')
+    .description('render the version index <version> again from the publisher records')
+    .argument('<version>', 'Garden Linux version, e.g. 1877.3')
+    .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
+    .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
+    .action(async (version: string, options: { bucket?: string; dir?: string }) => {
+      const dir = options.dir;
+      const bucket = dir ? LOCAL_BUCKET : options.bucket;
+      await run(program.opts<Globals>(), { action: 'reindex', version, ...(bucket ? { bucket } : {}) }, dir);
+    });
+
+  program
+    .command('tag')
+    .description('put the exact bytes of the <version> index under more tags (release aliases)')
+    .argument('<version>', 'Garden Linux version whose index is tagged')
+    .argument('<tags...>', 'alias tags, e.g. 1877 latest')
+    .option('--repository <path>', 'a configured container sub-repository instead of the main repository')
+    .action(async (version: string, tags: string[], options: { repository?: string }) => {
+      await run(program.opts<Globals>(), { action: 'tag', version, tags, ...(options.repository ? { repository: options.repository } : {}) });
+    });
+
+  program
+    .command('event')
+    .description('feed a saved event (S3, EventBridge, SQS or a manual payload) to the handler')
+    .argument('<file>', 'JSON file, or - for standard input')
+    .option('-d, --dir <path>', 'serve every bucket the event names from this local directory')
+    .action(async (file: string, options: { dir?: string }) => {
+      const text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+      let event: unknown;
+      try {
+        event = JSON.parse(text);
+      } catch {
+        throw new Error(`${file} is not JSON`);
+      }
+      await run(program.opts<Globals>(), event, options.dir);
+    });
+
+  return program;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function main(argv: string[] = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    process.stderr.write(`gl-oci-publish: ${describeError(err)}\n`);
+    process.exitCode = 2;
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * Configuration from environment variables, validated once at start-up. A bad value stops the function with a
+ * message that names the variable and says what is expected.
+ */
+import { z } from 'zod';
+import { isRepositoryPath, parseTargetLocation, type TargetLocation } from '../registry/location';
+import { InputError } from '../util/errors';
+import type { LogLevel } from '../util/log';
+
+export interface Config {
+  target: TargetLocation;
+  credentials?: { username: string; password: string };
+  /** where records live; undefined: the bucket of the event */
+  stateBucket?: string;
+  statePrefix: string;
+  containerRepositories: Record<string, string>;
+  s3: { endpoint?: string; forcePathStyle: boolean; region?: string };
+  /** a local directory laid out like the bucket replaces S3 (the CLI's --dir) */
+  sourceDir?: string;
+  blobConcurrency: number;
+  verifyMd5: boolean;
+  logLevel: LogLevel;
+}
+
+export class ConfigError extends InputError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const bool = (name: string) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: `${name} must be true or false` })
+    .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const Env = z.object({
+  REGISTRY: z.string({ message: 'REGISTRY is required' }).min(1, 'REGISTRY is required'),
+  REGISTRY_USERNAME: z.string().min(1).optional(),
+  REGISTRY_PASSWORD: z.string().min(1).optional(),
+  STATE_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'STATE_BUCKET must be an S3 bucket name').optional(),
+  STATE_PREFIX: z
+    .string()
+    .default('oci-publisher/')
+    .refine((p) => p === '' || p.endsWith('/'), 'STATE_PREFIX must end with "/"')
+    .refine((p) => !p.startsWith('/'), 'STATE_PREFIX must not start with "/"')
+    .refine(
+      (p) => !p.startsWith('meta/') && !p.startsWith('objects/') && p !== '',
+      'STATE_PREFIX must not be empty or under meta/ or objects/ (the publisher would trigger itself or mix with builds)',
+    ),
+  CONTAINER_REPOSITORIES: z.string().optional(),
+  AWS_ENDPOINT_URL_S3: z.url({ message: 'AWS_ENDPOINT_URL_S3 must be a URL' }).optional(),
+  S3_FORCE_PATH_STYLE: bool('S3_FORCE_PATH_STYLE').default(false),
+  AWS_REGION: z.string().min(1).optional(),
+  SOURCE_DIR: z.string().min(1).optional(),
+  BLOB_CONCURRENCY: z.coerce
+    .number({ message: 'BLOB_CONCURRENCY must be a number' })
+    .int('BLOB_CONCURRENCY must be a whole number')
+    .min(1, 'BLOB_CONCURRENCY must be at least 1')
+    .max(32, 'BLOB_CONCURRENCY must be at most 32')
+    .default(4),
+  VERIFY_MD5: bool('VERIFY_MD5').default(true),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error'], { message: 'LOG_LEVEL must be debug, info, warn or error' }).default('info'),
+});
+
+const Repositories = z.record(
+  z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, 'keys are flavor names'),
+  z.string().refine(isRepositoryPath, 'values are repository paths (lowercase, e.g. "container-python-dev")'),
+);
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // Empty variables count as unset: CloudFormation and shells often leave them empty.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const parsed = Env.safeParse(present);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const name = issue?.path[0];
+    throw new ConfigError(`invalid configuration: ${issue?.message ?? 'unknown problem'}${name && !issue?.message.includes(String(name)) ? ` (${String(name)})` : ''}`);
+  }
+  const e = parsed.data;
+  let target: TargetLocation;
+  try {
+    target = parseTargetLocation(e.REGISTRY);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
+  }
+  if ((e.REGISTRY_USERNAME === undefined) !== (e.REGISTRY_PASSWORD === undefined)) {
+    throw new ConfigError('invalid configuration: REGISTRY_USERNAME and REGISTRY_PASSWORD must be set together');
+  }
+  let containerRepositories: Record<string, string> = {};
+  if (e.CONTAINER_REPOSITORIES !== undefined) {
+    let json: unknown;
+    try {
+      json = JSON.parse(e.CONTAINER_REPOSITORIES);
+    } catch {
+      throw new ConfigError('invalid configuration: CONTAINER_REPOSITORIES must be a JSON object such as {"container-pythonDev":"container-python-dev"}');
+    }
+    const r = Repositories.safeParse(json);
+    if (!r.success) {
+      throw new ConfigError(`invalid configuration: CONTAINER_REPOSITORIES: ${r.error.issues[0]?.message ?? 'expected an object of strings'}`);
+    }
+    containerRepositories = r.data;
+  }
+  return {
+    target,
+    ...(e.REGISTRY_USERNAME && e.REGISTRY_PASSWORD ? { credentials: { username: e.REGISTRY_USERNAME, password: e.REGISTRY_PASSWORD } } : {}),
+    ...(e.STATE_BUCKET ? { stateBucket: e.STATE_BUCKET } : {}),
+    statePrefix: e.STATE_PREFIX,
+    containerRepositories,
+    s3: {
+      forcePathStyle: e.S3_FORCE_PATH_STYLE,
+      ...(e.AWS_ENDPOINT_URL_S3 ? { endpoint: e.AWS_ENDPOINT_URL_S3 } : {}),
+      ...(e.AWS_REGION ? { region: e.AWS_REGION } : {}),
+    },
+    ...(e.SOURCE_DIR ? { sourceDir: e.SOURCE_DIR } : {}),
+    blobConcurrency: e.BLOB_CONCURRENCY,
+    verifyMd5: e.VERIFY_MD5,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * The Lambda entry: turns any accepted event into jobs, runs them one after another, logs one JSON summary line
+ * per job, and reports. When a job failed, the handler throws after all jobs ran, so Lambda retries the event
+ * and the on-failure destination receives it; an SQS batch instead answers with the failed message ids.
+ */
+import type { Context } from 'aws-lambda';
+import { describeError } from '../util/errors';
+import { Logger } from '../util/log';
+import { loadConfig, type Config } from './config';
+import { normaliseEvent } from './events';
+import { runJob, type JobSummary } from './run-job';
+import { createRuntime, type Runtime } from './runtime';
+
+export interface HandlerResult {
+  jobs: JobSummary[];
+}
+
+export interface SqsBatchResult {
+  batchItemFailures: Array<{ itemIdentifier: string }>;
+}
+
+export interface HandlerOptions {
+  env?: Record<string, string | undefined>;
+  /** where log lines go (default stdout) */
+  logSink?: (line: string) => void;
+  /** replaces the runtime built from the configuration (tests) */
+  runtime?: (config: Config, logger: Logger) => Runtime;
+}
+
+export class JobsFailedError extends Error {
+  constructor(readonly summaries: JobSummary[]) {
+    const failed = summaries.filter((s) => s.outcome === 'failed');
+    super(
+      `${failed.length} of ${summaries.length} jobs failed: ` +
+        failed.map((s) => `${s.base ?? s.key ?? s.version ?? s.job}: ${s.error ?? 'unknown error'}`).join('; '),
+    );
+    this.name = 'JobsFailedError';
+  }
+}
+
+export function createHandler(options: HandlerOptions = {}) {
+  // Kept across invocations of a warm Lambda: connections, tokens and S3 clients are reused.
+  let runtime: Runtime | undefined;
+  let config: Config | undefined;
+  let logger: Logger | undefined;
+
+  return async function handler(event: unknown, context?: Partial<Context>): Promise<HandlerResult | SqsBatchResult> {
+    if (config === undefined || logger === undefined) {
+      const bootLogger = new Logger({ ...(options.logSink ? { sink: options.logSink } : {}) });
+      try {
+        config = loadConfig(options.env ?? process.env);
+      } catch (err) {
+        bootLogger.error('configuration rejected', { error: describeError(err) });
+        throw err;
+      }
+      logger = new Logger({ level: config.logLevel, ...(options.logSink ? { sink: options.logSink } : {}) });
+      runtime = (options.runtime ?? createRuntime)(config, logger);
+    }
+    const rt = runtime as Runtime;
+    const log = logger.child(context?.awsRequestId ? { requestId: context.awsRequestId } : {});
+
+    let normalised;
+    try {
+      normalised = normaliseEvent(event);
+    } catch (err) {
+      const shape = event !== null && typeof event === 'object' ? Object.keys(event).slice(0, 10) : typeof event;
+      log.error('event rejected', { error: describeError(err), eventKeys: shape });
+      throw err;
+    }
+
+    const summaries: JobSummary[] = [];
+    for (const job of normalised.jobs) {
+      const jobLog = log.child('key' in job ? { bucket: job.bucket, key: job.key } : { job: job.kind });
+      const summary = await runJob(rt, job, jobLog);
+      summaries.push(summary);
+      const fields = { ...summary };
+      if (summary.outcome === 'failed') jobLog.error('job failed', fields);
+      else jobLog.info(summary.outcome === 'skipped' ? 'job skipped' : 'job finished', fields);
+    }
+
+    if (normalised.sqs) {
+      const failed = new Set(summaries.filter((s) => s.outcome === 'failed' && s.messageId).map((s) => s.messageId as string));
+      return { batchItemFailures: [...failed].map((itemIdentifier) => ({ itemIdentifier })) };
+    }
+    if (summaries.some((s) => s.outcome === 'failed')) throw new JobsFailedError(summaries);
+    return { jobs: summaries };
+  };
+}

@@ -1,0 +1,122 @@
+/** Runs one job and reports it as a summary; a failure is part of the summary, never an exception. */
+import { tagAliases, type AliasResult } from '../orchestration/aliases';
+import { convergeVersionIndex, type IndexUpdate } from '../orchestration/converge';
+import { publishBuild } from '../orchestration/publish-build';
+import { StateStore } from '../storage/state-store';
+import type { Target } from '../target/target';
+import { describeError, InputError, PublishError } from '../util/errors';
+import type { Logger } from '../util/log';
+import type { Job } from './events';
+import type { Runtime } from './runtime';
+
+export type Outcome = 'published' | 'unchanged' | 'skipped' | 'failed';
+
+export interface JobSummary {
+  job: Job['kind'];
+  outcome: Outcome;
+  base?: string;
+  bucket?: string;
+  key?: string;
+  version?: string;
+  reason?: string;
+  error?: string;
+  errorKind?: string;
+  errorCode?: string;
+  manifest?: { repository: string; tag: string; digest: string };
+  container?: { repository: string; tag: string; digest: string };
+  indexes?: IndexUpdate[];
+  aliases?: AliasResult;
+  bytesUploaded: number;
+  bytesRead: number;
+  blobsUploaded: number;
+  blobsSkipped: number;
+  durationMs: number;
+  messageId?: string;
+  s3RequestId?: string;
+}
+
+function stateFor(rt: Runtime, bucket: string | undefined): StateStore {
+  const stateBucket = rt.config.stateBucket ?? bucket;
+  if (stateBucket === undefined) throw new InputError('no bucket for the publisher state: set STATE_BUCKET or name a bucket in the payload');
+  return new StateStore(rt.storeFor(stateBucket), rt.config.statePrefix);
+}
+
+/** The main repository and every configured container sub-repository, each once. */
+function allTargets(rt: Runtime): Target[] {
+  const subs = [...new Set(Object.values(rt.config.containerRepositories))];
+  return [rt.targets.main, ...subs.map((s) => rt.targets.repository(s))];
+}
+
+function subRepository(rt: Runtime, name: string): Target {
+  if (!Object.values(rt.config.containerRepositories).includes(name)) {
+    throw new InputError(`"${name}" is not one of the configured container repositories (CONTAINER_REPOSITORIES)`);
+  }
+  return rt.targets.repository(name);
+}
+
+export async function runJob(rt: Runtime, job: Job, logger: Logger): Promise<JobSummary> {
+  const started = Date.now();
+  const counters = { bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
+  const ids = { ...('messageId' in job && job.messageId ? { messageId: job.messageId } : {}) };
+  const done = (s: Omit<JobSummary, 'durationMs' | 'job' | 'bytesUploaded' | 'bytesRead' | 'blobsUploaded' | 'blobsSkipped'> & Partial<JobSummary>): JobSummary => ({
+    job: job.kind,
+    ...counters,
+    ...ids,
+    ...s,
+    durationMs: Date.now() - started,
+  });
+  const where: Partial<JobSummary> = {};
+  try {
+    switch (job.kind) {
+      case 'invalid':
+        throw new InputError(job.error);
+      case 'ignore':
+        return done({ outcome: 'skipped', reason: job.reason });
+      case 'publish': {
+        Object.assign(where, { bucket: job.bucket, key: job.key, ...(job.s3RequestId ? { s3RequestId: job.s3RequestId } : {}) });
+        const source = rt.storeFor(job.bucket);
+        const r = await publishBuild(
+          {
+            source,
+            sourceName: job.bucket,
+            state: stateFor(rt, job.bucket),
+            targets: rt.targets,
+            containerRepositories: rt.config.containerRepositories,
+            logger,
+            blobConcurrency: rt.config.blobConcurrency,
+            verifyMd5: rt.config.verifyMd5,
+          },
+          job.key,
+        );
+        const { outcome, ...rest } = r;
+        return done({ ...where, outcome, ...rest });
+      }
+      case 'reindex': {
+        Object.assign(where, { version: job.version, ...(job.bucket ? { bucket: job.bucket } : {}) });
+        const state = stateFor(rt, job.bucket);
+        const indexes: IndexUpdate[] = [];
+        for (const target of allTargets(rt)) {
+          const listed = await state.listRecords(target.id, job.version);
+          if (listed.length === 0 && target !== rt.targets.main) continue;
+          indexes.push(await convergeVersionIndex(state, target, job.version, logger));
+        }
+        return done({ ...where, outcome: indexes.some((i) => i.changed) ? 'published' : 'unchanged', indexes });
+      }
+      case 'tag': {
+        Object.assign(where, { version: job.version });
+        const target = job.repository ? subRepository(rt, job.repository) : rt.targets.main;
+        const aliases = await tagAliases(target, job.version, job.tags, logger);
+        return done({ ...where, outcome: aliases.tags.some((t) => t.changed) ? 'published' : 'unchanged', aliases });
+      }
+    }
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    return done({
+      ...where,
+      outcome: 'failed',
+      error: describeError(err),
+      errorKind: err instanceof PublishError ? err.kind : 'internal',
+      ...(typeof code === 'string' ? { errorCode: code } : {}),
+    });
+  }
+}

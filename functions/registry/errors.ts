@@ -1,0 +1,44 @@
+import { PublishError } from '../util/errors';
+
+/** An answer or a failure of the registry, with its OCI error code when the registry gave one. */
+export class RegistryError extends PublishError {
+  readonly status: number | undefined;
+  readonly code: string;
+
+  constructor(message: string, options: { status?: number; code: string; retryable?: boolean; cause?: unknown }) {
+    super('registry', message, { retryable: options.retryable ?? false, cause: options.cause });
+    this.name = 'RegistryError';
+    this.status = options.status;
+    this.code = options.code;
+  }
+}
+
+/** Statuses worth another attempt: timeouts, throttling, server and gateway errors. */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 429 || status >= 500;
+}
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_CLOSED',
+]);
+
+/** True for errors of the connection rather than of the request: worth another attempt. */
+export function isNetworkError(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
+  }
+  return false;
+}

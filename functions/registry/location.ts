@@ -1,0 +1,50 @@
+/**
+ * Where content goes, as configured in REGISTRY: a registry repository (`ghcr.io/gardenlinux/gardenlinux`,
+ * `http://127.0.0.1:5000/gl`) or a local OCI image layout (`oci-layout:/some/dir`).
+ */
+import { resolve } from 'node:path';
+import { InputError } from '../util/errors';
+
+export type TargetLocation =
+  | { kind: 'registry'; scheme: 'https' | 'http'; host: string; repository: string }
+  | { kind: 'oci-layout'; dir: string };
+
+const COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
+const HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::\d{1,5})?$/;
+
+/** Checks a repository path (`gardenlinux/gardenlinux`, `gl/fips`) against the distribution grammar. */
+export function isRepositoryPath(path: string): boolean {
+  return path.length > 0 && path.length <= 255 && path.split('/').every((c) => COMPONENT.test(c));
+}
+
+export function parseTargetLocation(value: string): TargetLocation {
+  const expected =
+    'expected "oci-layout:<dir>", "<host>[:port]/<repository>" (HTTPS), or "http://<host>[:port]/<repository>" (plain HTTP)';
+  const v = value.trim();
+  if (v.startsWith('oci-layout:')) {
+    const dir = v.slice('oci-layout:'.length);
+    if (dir === '') throw new InputError(`REGISTRY "${value}" names no directory; ${expected}`);
+    return { kind: 'oci-layout', dir: resolve(dir) };
+  }
+  let scheme: 'https' | 'http' = 'https';
+  let rest = v;
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(.*)$/.exec(v);
+  if (m) {
+    const s = (m[1] as string).toLowerCase();
+    if (s !== 'https' && s !== 'http') throw new InputError(`REGISTRY "${value}" has the scheme ${s}; ${expected}`);
+    scheme = s;
+    rest = m[2] as string;
+  }
+  rest = rest.replace(/\/+$/, '');
+  const slash = rest.indexOf('/');
+  if (slash <= 0) throw new InputError(`REGISTRY "${value}" names no repository; ${expected}`);
+  const host = rest.slice(0, slash);
+  const repository = rest.slice(slash + 1);
+  if (!HOST.test(host)) throw new InputError(`REGISTRY "${value}": "${host}" is not a host name with an optional port`);
+  if (!isRepositoryPath(repository)) {
+    throw new InputError(
+      `REGISTRY "${value}": "${repository}" is not a repository path (lowercase letters, digits, ".", "_", "-", separated by "/")`,
+    );
+  }
+  return { kind: 'registry', scheme, host: host.toLowerCase(), repository };
+}

@@ -1,0 +1,38 @@
+/**
+ * Where bytes come from, and where the publisher keeps its records: a bucket, or a local directory laid out like
+ * one. The publication code only sees this interface.
+ */
+import type { Readable } from 'node:stream';
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** changes whenever the object's bytes change (S3 ETag without quotes; size and mtime locally) */
+  etag: string;
+  lastModified?: Date;
+}
+
+export interface ObjectData {
+  bytes: Buffer;
+  info: ObjectInfo;
+}
+
+export interface OpenOptions {
+  /** the object must still be this version: a changed object fails instead of mixing two versions */
+  etag?: string;
+  /** first byte, inclusive */
+  start?: number;
+  /** last byte, inclusive */
+  end?: number;
+}
+
+export interface ObjectStore {
+  /** `s3://bucket` or `dir:/path`, for messages */
+  readonly description: string;
+  list(prefix: string): Promise<ObjectInfo[]>;
+  /** the object, or undefined when there is none */
+  get(key: string, options?: { etag?: string; maxBytes?: number }): Promise<ObjectData | undefined>;
+  /** a stream of the object's bytes (or of a range of them); fails when the object is missing or changed */
+  open(key: string, options?: OpenOptions): Promise<Readable>;
+  put(key: string, body: Buffer, contentType?: string): Promise<void>;
+}

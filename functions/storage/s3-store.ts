@@ -1,0 +1,158 @@
+import type { Readable } from 'node:stream';
+import {
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  type GetObjectCommandOutput,
+} from '@aws-sdk/client-s3';
+import { SourceError } from '../util/errors';
+import type { ObjectData, ObjectInfo, ObjectStore, OpenOptions } from './object-store';
+
+export interface S3Settings {
+  region?: string;
+  /** for S3-compatible stores (and tests): AWS_ENDPOINT_URL_S3 */
+  endpoint?: string;
+  forcePathStyle?: boolean;
+}
+
+const clients = new Map<string, S3Client>();
+
+/** One client per setting, kept for the life of the process (a Lambda container reuses it across events). */
+export function s3Client(settings: S3Settings): S3Client {
+  const key = JSON.stringify(settings);
+  let client = clients.get(key);
+  if (!client) {
+    client = new S3Client({
+      ...(settings.region ? { region: settings.region } : {}),
+      ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+      forcePathStyle: settings.forcePathStyle ?? false,
+      // Non-AWS stores mishandle the SDK's default streaming checksums; AWS itself needs none of them here.
+      ...(settings.endpoint ? { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } : {}),
+    });
+    clients.set(key, client);
+  }
+  return client;
+}
+
+function unquote(etag: string | undefined): string {
+  return (etag ?? '').replace(/^"|"$/g, '');
+}
+
+function statusOf(err: unknown): number | undefined {
+  return err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
+}
+
+function isMissing(err: unknown): boolean {
+  return err instanceof S3ServiceException && (err.name === 'NoSuchKey' || err.name === 'NotFound' || statusOf(err) === 404);
+}
+
+function isChanged(err: unknown): boolean {
+  return err instanceof S3ServiceException && (err.name === 'PreconditionFailed' || statusOf(err) === 412);
+}
+
+function isTransient(err: unknown): boolean {
+  const status = statusOf(err);
+  return status === undefined || status === 429 || status >= 500 || (err instanceof Error && err.name === 'SlowDown');
+}
+
+export class S3Store implements ObjectStore {
+  readonly description: string;
+
+  constructor(
+    private readonly client: S3Client,
+    readonly bucket: string,
+  ) {
+    this.description = `s3://${bucket}`;
+  }
+
+  private fail(action: string, key: string, err: unknown): never {
+    const where = `s3://${this.bucket}/${key}`;
+    if (isChanged(err)) throw new SourceError(`${action} ${where}: the object changed while it was being published`, { cause: err });
+    const s3 = err instanceof S3ServiceException ? ` (${err.name}, HTTP ${statusOf(err) ?? '?'})` : '';
+    throw new SourceError(`${action} ${where} failed${s3}: ${(err as Error).message}`, { cause: err, retryable: isTransient(err) });
+  }
+
+  async list(prefix: string): Promise<ObjectInfo[]> {
+    const out: ObjectInfo[] = [];
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }),
+        );
+      } catch (err) {
+        this.fail('listing', prefix, err);
+      }
+      for (const o of page.Contents ?? []) {
+        if (o.Key === undefined) continue;
+        out.push({ key: o.Key, size: o.Size ?? 0, etag: unquote(o.ETag), ...(o.LastModified ? { lastModified: o.LastModified } : {}) });
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  private async getObject(key: string, options: OpenOptions): Promise<GetObjectCommandOutput> {
+    const range = options.start !== undefined ? `bytes=${options.start}-${options.end ?? ''}` : undefined;
+    return this.client.send(
+      new GetObjectCommand({
+        Bucket: this.bucket,
+        Key: key,
+        ...(range ? { Range: range } : {}),
+        ...(options.etag ? { IfMatch: `"${options.etag}"` } : {}),
+      }),
+    );
+  }
+
+  async get(key: string, options: { etag?: string; maxBytes?: number } = {}): Promise<ObjectData | undefined> {
+    let res: GetObjectCommandOutput;
+    try {
+      res = await this.getObject(key, options.etag ? { etag: options.etag } : {});
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      this.fail('reading', key, err);
+    }
+    const size = res.ContentLength ?? 0;
+    if (options.maxBytes !== undefined && size > options.maxBytes) {
+      (res.Body as Readable | undefined)?.destroy();
+      throw new SourceError(`s3://${this.bucket}/${key} is ${size} bytes, more than the ${options.maxBytes} expected`);
+    }
+    let bytes: Buffer;
+    try {
+      bytes = Buffer.from((await res.Body?.transformToByteArray()) ?? new Uint8Array());
+    } catch (err) {
+      this.fail('reading', key, err);
+    }
+    return {
+      bytes,
+      info: { key, size: bytes.length, etag: unquote(res.ETag), ...(res.LastModified ? { lastModified: res.LastModified } : {}) },
+    };
+  }
+
+  async open(key: string, options: OpenOptions = {}): Promise<Readable> {
+    let res: GetObjectCommandOutput;
+    try {
+      res = await this.getObject(key, options);
+    } catch (err) {
+      if (isMissing(err)) throw new SourceError(`s3://${this.bucket}/${key} does not exist`, { cause: err });
+      this.fail('reading', key, err);
+    }
+    // Stores that ignore If-Match (s3rver, some S3-compatible ones) are still caught here.
+    if (options.etag !== undefined && res.ETag !== undefined && unquote(res.ETag) !== options.etag) {
+      (res.Body as Readable | undefined)?.destroy();
+      throw new SourceError(`reading s3://${this.bucket}/${key}: the object changed while it was being published`);
+    }
+    return res.Body as Readable;
+  }
+
+  async put(key: string, body: Buffer, contentType = 'application/json'): Promise<void> {
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentType: contentType }));
+    } catch (err) {
+      this.fail('writing', key, err);
+    }
+  }
+}

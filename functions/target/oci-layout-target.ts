@@ -1,0 +1,191 @@
+/**
+ * A local OCI image layout as a target (image-spec `image-layout.md`): blobs under `blobs/sha256/`, tags as
+ * `org.opencontainers.image.ref.name` annotations in `index.json`. Sub-repositories are layouts in
+ * sub-directories. Writes are atomic (temporary file, then rename) and `index.json` updates are serialised, in
+ * the process and across processes (a lock file), so concurrent publications do not lose tags.
+ */
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HashingTap, isDigest, sha256Digest } from '../oci/digest';
+import { IndexSchema, parseJson, type Descriptor } from '../oci/descriptor';
+import { MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
+import { isNetworkError } from '../registry/errors';
+import { describeError, IntegrityError, PublishError } from '../util/errors';
+import type { Logger } from '../util/log';
+import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
+
+const REF_NAME = 'org.opencontainers.image.ref.name';
+const LOCK_STALE_MS = 60_000;
+
+function tmpName(path: string): string {
+  return `${path}.tmp-${process.pid}-${Math.random().toString(16).slice(2)}`;
+}
+
+export class OciLayoutTarget implements Target {
+  readonly id: string;
+  readonly display: string;
+  private ready: Promise<void> | undefined;
+  /** serialises index.json updates inside this process */
+  private indexChain: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly dir: string,
+    id: string,
+    private readonly logger: Logger,
+  ) {
+    this.id = id;
+    this.display = `oci-layout:${dir}`;
+  }
+
+  private blobPath(digest: string): string {
+    if (!isDigest(digest)) throw new IntegrityError(`"${digest}" is not a sha256 digest`);
+    return join(this.dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
+  }
+
+  private init(): Promise<void> {
+    this.ready ??= (async () => {
+      await mkdir(join(this.dir, 'blobs', 'sha256'), { recursive: true });
+      await writeFile(join(this.dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}', { flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EEXIST') throw err;
+      });
+    })();
+    return this.ready;
+  }
+
+  async hasBlob(digest: string): Promise<boolean> {
+    try {
+      return (await stat(this.blobPath(digest))).isFile();
+    } catch {
+      return false;
+    }
+  }
+
+  async pushBlob(blob: BlobSource): Promise<UploadResult> {
+    await this.init();
+    for (let attempt = 1; ; attempt++) {
+      const tmp = tmpName(join(this.dir, 'blobs', 'sha256', 'upload'));
+      try {
+        const tap = new HashingTap(
+          { what: blob.what, size: blob.size, ...(blob.digest ? { digest: blob.digest } : {}), ...(blob.md5 ? { md5: blob.md5 } : {}) },
+          { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) },
+        );
+        await pipeline(await blob.open(), tap, createWriteStream(tmp));
+        const seen = tap.verify();
+        await rename(tmp, this.blobPath(seen.digest));
+        return { digest: seen.digest, size: seen.size, ...(seen.md5 ? { md5: seen.md5 } : {}) };
+      } catch (err) {
+        await rm(tmp, { force: true });
+        const retryable = (err instanceof PublishError && err.retryable) || isNetworkError(err);
+        if (!retryable || blob.once || attempt >= 3) throw err;
+        this.logger.warn('blob copy failed, restarting it', { blob: blob.what, attempt, error: describeError(err) });
+      }
+    }
+  }
+
+  private async readIndex(): Promise<{ manifests: Descriptor[]; [k: string]: unknown }> {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(join(this.dir, 'index.json'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
+      throw err;
+    }
+    return parseJson(IndexSchema, bytes, `${join(this.dir, 'index.json')}`);
+  }
+
+  private async find(reference: string): Promise<Descriptor | undefined> {
+    if (isDigest(reference)) {
+      if (!(await this.hasBlob(reference))) return undefined;
+      const known = (await this.readIndex()).manifests.find((m) => m.digest === reference);
+      return known ?? { mediaType: '', digest: reference, size: (await stat(this.blobPath(reference))).size };
+    }
+    return (await this.readIndex()).manifests.find((m) => m.annotations?.[REF_NAME] === reference);
+  }
+
+  async resolve(reference: string): Promise<string | undefined> {
+    return (await this.find(reference))?.digest;
+  }
+
+  async getManifest(reference: string): Promise<FetchedManifest | undefined> {
+    const desc = await this.find(reference);
+    if (!desc) return undefined;
+    const bytes = await readFile(this.blobPath(desc.digest));
+    const digest = sha256Digest(bytes);
+    if (digest !== desc.digest) throw new IntegrityError(`${this.display}: blob ${desc.digest} holds bytes with digest ${digest}`);
+    let mediaType = desc.mediaType;
+    if (!mediaType) {
+      const parsed = JSON.parse(bytes.toString('utf8')) as { mediaType?: unknown };
+      mediaType = typeof parsed.mediaType === 'string' ? parsed.mediaType : '';
+    }
+    return { bytes, mediaType, digest };
+  }
+
+  async putManifest(bytes: Buffer, mediaType: string, reference: string): Promise<string> {
+    if (bytes.length > MAX_MANIFEST_BYTES) throw new IntegrityError(`${this.display}: a manifest of ${bytes.length} bytes is above 4 MiB`);
+    await this.init();
+    const digest = sha256Digest(bytes);
+    if (isDigest(reference) && reference !== digest) throw new IntegrityError(`manifest bytes have digest ${digest}, not ${reference}`);
+    if (!(await this.hasBlob(digest))) {
+      const tmp = tmpName(this.blobPath(digest));
+      await writeFile(tmp, bytes);
+      await rename(tmp, this.blobPath(digest));
+    }
+    if (!isDigest(reference)) await this.tag(reference, { mediaType, digest, size: bytes.length });
+    return digest;
+  }
+
+  private tag(name: string, desc: Descriptor): Promise<void> {
+    const run = this.indexChain.then(() => this.withFileLock(() => this.writeTag(name, desc)));
+    this.indexChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeTag(name: string, desc: Descriptor): Promise<void> {
+    const index = await this.readIndex();
+    const others = index.manifests.filter((m) => m.annotations?.[REF_NAME] !== name);
+    index.manifests = [...others, { ...desc, annotations: { [REF_NAME]: name } }];
+    const path = join(this.dir, 'index.json');
+    const tmp = tmpName(path);
+    await writeFile(tmp, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, ...index, manifests: index.manifests }));
+    await rename(tmp, path);
+  }
+
+  /** Serialises writers in other processes (the CLI run twice at once): an exclusive lock file, stale after 60 s. */
+  private async withFileLock<T>(fn: () => Promise<T>): Promise<T> {
+    const lock = join(this.dir, 'index.json.lock');
+    for (let waited = 0; ; waited += 20) {
+      try {
+        const fh = await open(lock, 'wx');
+        await fh.close();
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+        if (age > LOCK_STALE_MS) await rm(lock, { force: true });
+        else if (waited > 2 * LOCK_STALE_MS) throw new PublishError('conflict', `${lock} is held by another process`);
+        else await sleep(20);
+      }
+    }
+    try {
+      return await fn();
+    } finally {
+      await rm(lock, { force: true });
+    }
+  }
+}
+
+export function layoutTargets(dir: string, logger: Logger): TargetSet {
+  // The id names the directory without spelling out a local path in the state store.
+  const id = `oci-layout-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`;
+  const targets = new Map<string, OciLayoutTarget>();
+  const get = (sub: string): OciLayoutTarget => {
+    let t = targets.get(sub);
+    if (!t) targets.set(sub, (t = new OciLayoutTarget(sub === '' ? dir : join(dir, sub), sub === '' ? id : `${id}/${sub}`, logger)));
+    return t;
+  };
+  return { main: get(''), repository: (path) => get(path), close: async () => undefined };
+}

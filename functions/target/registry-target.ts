@@ -1,0 +1,72 @@
+import type { Credentials } from '../registry/auth';
+import { RegistryClient, type RegistryRepository } from '../registry/client';
+import type { RetryPolicy } from '../registry/retry';
+import type { Logger } from '../util/log';
+import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
+
+export class RegistryTarget implements Target {
+  readonly id: string;
+  readonly display: string;
+
+  constructor(private readonly repo: RegistryRepository) {
+    this.id = `${repo.client.host}/${repo.name}`;
+    this.display = this.id;
+  }
+
+  hasBlob(digest: string): Promise<boolean> {
+    return this.repo.hasBlob(digest);
+  }
+
+  pushBlob(blob: BlobSource): Promise<UploadResult> {
+    return this.repo.uploadBlob(blob);
+  }
+
+  async resolve(reference: string): Promise<string | undefined> {
+    const head = await this.repo.headManifest(reference);
+    if (head === undefined) return undefined;
+    // A registry that leaves out Docker-Content-Digest on HEAD: the bytes say it.
+    return head.digest ?? (await this.repo.getManifest(reference))?.digest;
+  }
+
+  getManifest(reference: string): Promise<FetchedManifest | undefined> {
+    return this.repo.getManifest(reference);
+  }
+
+  putManifest(bytes: Buffer, mediaType: string, reference: string): Promise<string> {
+    return this.repo.putManifest(bytes, mediaType, reference);
+  }
+}
+
+export interface RegistryTargetOptions {
+  scheme: 'http' | 'https';
+  host: string;
+  repository: string;
+  credentials?: Credentials;
+  logger: Logger;
+  retry?: RetryPolicy;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export function registryTargets(options: RegistryTargetOptions): TargetSet {
+  const client = new RegistryClient({
+    scheme: options.scheme,
+    host: options.host,
+    logger: options.logger,
+    ...(options.credentials ? { credentials: options.credentials } : {}),
+    ...(options.retry ? { retry: options.retry } : {}),
+    ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  const targets = new Map<string, RegistryTarget>();
+  const get = (name: string): RegistryTarget => {
+    let t = targets.get(name);
+    if (!t) targets.set(name, (t = new RegistryTarget(client.repository(name))));
+    return t;
+  };
+  return {
+    main: get(options.repository),
+    repository: (path) => get(`${options.repository}/${path}`),
+    close: () => client.close(),
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * Where content goes. The publication code talks to this interface only; a remote registry and a local OCI
+ * image layout implement it.
+ */
+import type { BlobUpload, FetchedManifest, UploadResult } from '../registry/client';
+
+export type BlobSource = BlobUpload;
+export type { FetchedManifest, UploadResult };
+
+export interface Target {
+  /** stable identity for the state store: `<host>/<repository>` or `oci-layout-<hash>[/<sub>]` */
+  readonly id: string;
+  /** for logs and summaries: `127.0.0.1:5000/gl`, `oci-layout:/tmp/out` */
+  readonly display: string;
+  hasBlob(digest: string): Promise<boolean>;
+  /** uploads bytes; with an unknown digest it is computed on the way and returned */
+  pushBlob(blob: BlobSource): Promise<UploadResult>;
+  /** the digest a tag or digest currently resolves to, or undefined */
+  resolve(reference: string): Promise<string | undefined>;
+  /** a manifest or index by tag or digest, or undefined when there is none (and only then) */
+  getManifest(reference: string): Promise<FetchedManifest | undefined>;
+  /** stores manifest bytes unchanged under a tag or digest; returns their digest */
+  putManifest(bytes: Buffer, mediaType: string, reference: string): Promise<string>;
+}
+
+export interface TargetSet {
+  /** the configured repository */
+  readonly main: Target;
+  /** a sub-repository of it (`<repo>/<path>`), for container flavors mapped elsewhere */
+  repository(path: string): Target;
+  close(): Promise<void>;
+}
