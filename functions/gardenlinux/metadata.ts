@@ -73,8 +73,11 @@ export function parseMetadata(text: string, base: string): MetadataDocument {
   if (Buffer.byteLength(text) > MAX_METADATA_BYTES) throw new InputError(`${where} is larger than 1 MiB`);
 
   let doc: unknown;
+  let parsedDoc: YAML.Document.Parsed;
   try {
-    doc = YAML.parse(text, { schema: 'yaml-1.1', maxAliasCount: 50, uniqueKeys: false });
+    parsedDoc = YAML.parseDocument(text, { schema: 'yaml-1.1', uniqueKeys: false });
+    if (parsedDoc.errors.length > 0) throw parsedDoc.errors[0];
+    doc = parsedDoc.toJS({ maxAliasCount: 50 });
   } catch (err) {
     throw new InputError(`${where} is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
@@ -82,6 +85,12 @@ export function parseMetadata(text: string, base: string): MetadataDocument {
     throw new InputError(`${where} is not a YAML mapping`);
   }
   const fields = doc as Record<string, unknown>;
+  // Values that are strings by meaning but may be written unquoted: YAML would turn `1877.10` into 1877.1 and an
+  // all-digit commit hash into a float. Their source text is what was meant.
+  for (const key of ['version', 'build_committish']) {
+    const node = parsedDoc.get(key, true);
+    if (YAML.isScalar(node) && typeof node.value === 'number' && typeof node.source === 'string') fields[key] = node.source;
+  }
 
   // Other writers share the prefix (spec §2.1): group documents and the cloud publisher's rewrites.
   if (!present(fields.paths) && !present(fields.architecture)) {
@@ -98,7 +107,7 @@ export function parseMetadata(text: string, base: string): MetadataDocument {
   if (!parsed.success) throw new InputError(`${where} is not a valid build document: ${formatIssues(parsed.error)}`);
   const m = parsed.data;
 
-  const version = typeof m.version === 'number' ? String(m.version) : m.version;
+  const version = String(m.version);
   if (m.architecture !== name.arch) {
     throw new InputError(`${where} says architecture ${m.architecture}, but the base name says ${name.arch}`);
   }

@@ -2,8 +2,8 @@
  * The version index `<repo>:<version>` rendered from the publisher's records (spec §5). Pure: records and the
  * index currently in the registry go in, the index to write comes out.
  *
- * - Container entries first (no `cname` annotation, os `linux`), one per platform: the newest build's record
- *   wins; container entries of platforms no record covers are kept.
+ * - Container entries first (no `cname` annotation, os `linux`), one per os/architecture: the newest build's
+ *   record wins; container entries of architectures no record covers are kept.
  * - Then one Garden Linux entry per recorded build, grouped by flavor-arch, newest build first; entries whose
  *   `cname` no record has (written by another tool) follow in their original order.
  * - Every other entry of the current index is kept, at the end, in its original order.
@@ -37,9 +37,10 @@ function cnameOf(entry: Descriptor): string | undefined {
   return entry.annotations?.cname;
 }
 
+/** Container entries replace each other by os/architecture (spec §5); a variant does not make a second slot. */
 function platformKey(entry: Descriptor): string {
   const p = entry.platform;
-  return `${p?.os ?? ''}/${p?.architecture ?? ''}/${p?.variant ?? ''}`;
+  return `${p?.os ?? ''}/${p?.architecture ?? ''}`;
 }
 
 function isContainerEntry(entry: Descriptor): boolean {

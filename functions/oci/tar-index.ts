@@ -86,7 +86,8 @@ export async function indexTar(readRange: RangeReader, total: number, what: stri
         longPath = (await meta()).replace(/\0.*$/s, '');
         break;
       default: {
-        const path = normalizeMemberPath(longPath ?? header.path ?? '', what);
+        // A pax path is the whole path: node-tar's Header would still prepend the ustar prefix field to it.
+        const path = normalizeMemberPath(longPath ?? pax?.path ?? header.path ?? '', what);
         const type = header.type === 'File' || header.type === 'OldFile' || header.type === 'ContiguousFile'
           ? 'file'
           : header.type === 'Link' || header.type === 'SymbolicLink'

@@ -188,18 +188,22 @@ export class FileTransfer {
         }
         const needBundle = known === undefined || !(await target.hasBlob(known.digest));
         const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+        // Opened before any upload starts, so no upload can fail while nobody is waiting for it.
+        const source = await this.open(file);
         const uploads: Array<Promise<unknown>> = [];
         const members: Array<PublishedBlob & { name: string }> = [];
         const wholes: Writable[] = [];
         let bundle: PublishedBlob | undefined = known ? { digest: known.digest, size: known.size } : undefined;
 
         if (needBundle) {
-          const sink = new PassThrough({ highWaterMark: 1 << 20 });
+          const sink = passSink();
           wholes.push(sink);
           uploads.push(
-            guard(sink, this.upload(target, { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, open: async () => sink }).then((r) => {
-              bundle = { digest: r.digest, size: r.size };
-            })),
+            handled(
+              guard(sink, this.upload(target, { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, open: async () => sink })).then((r) => {
+                bundle = { digest: r.digest, size: r.size };
+              }),
+            ),
           );
         } else this.stats.blobsSkipped++;
 
@@ -235,7 +239,7 @@ export class FileTransfer {
           }
           const size = entry.size;
           const knownMember = known?.members?.find((m) => m.name === name && m.size === size);
-          const sink = new PassThrough({ highWaterMark: 1 << 20 });
+          const sink = passSink();
           memberSinks.push(sink);
           entry.pipe(sink);
           const result = (async (): Promise<PublishedBlob> => {
@@ -249,20 +253,28 @@ export class FileTransfer {
             return this.upload(target, { ...blob, open: async () => sink });
           })();
           uploads.push(
-            result.then(
-              (r) => void members.push({ name, digest: r.digest, size: r.size }),
-              (err: unknown) => {
-                abort(err);
-                throw err;
-              },
+            handled(
+              result.then(
+                (r) => void members.push({ name, digest: r.digest, size: r.size }),
+                (err: unknown) => {
+                  abort(err);
+                  throw err;
+                },
+              ),
             ),
           );
         });
 
-        const reading = fanOut(await this.open(file), wholes, [], file.size, what);
-        await settleAll([reading, parsed, ...uploads], abort);
-        // Member uploads are added as the parser reaches them: all are known once it has ended.
-        await settleAll(uploads, abort);
+        const reading = fanOut(source, wholes, [], file.size, what);
+        try {
+          await settleAll([reading, parsed, ...uploads], abort);
+          // Member uploads are added as the parser reaches them: all are known once it has ended.
+          await settleAll(uploads, abort);
+        } catch (err) {
+          // Nothing of this pass may run on after it has failed.
+          await Promise.allSettled(uploads);
+          throw err;
+        }
         if (bundle === undefined) throw new Error(`${what}: the bundle's digest is unknown after the pass`);
         members.sort((a, b) => (a.name < b.name ? -1 : 1));
         await this.saveFacts(file, { ...(bundle as PublishedBlob), members });
@@ -320,8 +332,9 @@ export class FileTransfer {
         if (needArchive) {
           // One pass: the whole archive to one upload, each missing blob's byte range to its own.
           const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
-          const wholeSink = new PassThrough({ highWaterMark: 1 << 20 });
-          const slices: Slice[] = missing.map((b) => ({ start: b.member.offset, end: b.member.offset + b.size, sink: new PassThrough({ highWaterMark: 1 << 20 }) }));
+          const source = await this.open(file);
+          const wholeSink = passSink();
+          const slices: Slice[] = missing.map((b) => ({ start: b.member.offset, end: b.member.offset + b.size, sink: passSink() }));
           const uploads: Array<Promise<unknown>> = [
             guard(wholeSink, this.upload(glTarget, { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, open: async () => wholeSink }).then((r) => {
               archive = { digest: r.digest, size: r.size };
@@ -331,10 +344,10 @@ export class FileTransfer {
               return guard(sink, this.upload(imageTarget, { digest: b.digest, size: b.size, what: `${what} blob ${b.digest}`, once: true, open: async () => sink as PassThrough }));
             }),
           ];
-          await settleAll([fanOut(await this.open(file), [wholeSink], slices, file.size, what), ...uploads], () => undefined);
+          await settleAll([fanOut(source, [wholeSink], slices, file.size, what), ...uploads], () => undefined);
         } else {
           // The archive is there already: read only the missing blobs, each from its own range.
-          await Promise.all(
+          await settleAll(
             missing.map((b) =>
               this.upload(imageTarget, {
                 digest: b.digest,
@@ -343,6 +356,7 @@ export class FileTransfer {
                 open: () => this.open(file, { start: b.member.offset, end: b.member.offset + b.size - 1 }),
               }),
             ),
+            () => undefined,
           );
         }
         await this.saveFacts(file, {
@@ -356,10 +370,29 @@ export class FileTransfer {
   }
 }
 
+/**
+ * A pipe from the single read of a file to one consumer. Its failures reach the pass through the consumer's
+ * upload and the fan-out, so its 'error' event needs no other listener (an unheard one would crash the process).
+ */
+function passSink(): PassThrough {
+  const sink = new PassThrough({ highWaterMark: 1 << 20 });
+  sink.on('error', () => undefined);
+  return sink;
+}
+
 function bufferStream(bytes: Buffer): Readable {
   const s = new PassThrough();
   s.end(bytes);
   return s;
+}
+
+/**
+ * Marks a promise as handled at once (it is still awaited later): a pass that fails early may never await an
+ * upload that fails after it, and that must not surface as an unhandled rejection.
+ */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
 }
 
 /** When an upload fails before it consumed its sink, the sink is destroyed so the reading side stops too. */
@@ -388,7 +421,7 @@ async function settleAll(promises: ReadonlyArray<Promise<unknown>>, abort: (erro
 
 /** node-tar's parser as a Node Writable, so the fan-out can feed it with backpressure. */
 function tarParserSink(parser: TarParser): Writable {
-  const sink = new PassThrough({ highWaterMark: 1 << 20 });
+  const sink = passSink();
   sink.on('data', (chunk: Buffer) => {
     if (!parser.write(chunk)) {
       sink.pause();

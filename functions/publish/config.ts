@@ -69,8 +69,10 @@ const Repositories = z.record(
 );
 
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  // Empty variables count as unset: CloudFormation and shells often leave them empty.
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  // Empty (or blank) variables count as unset: CloudFormation and shells often leave them empty.
+  const present = Object.fromEntries(
+    Object.entries(env).flatMap(([k, v]) => (v === undefined || v.trim() === '' ? [] : [[k, v.trim()]])),
+  );
   const parsed = Env.safeParse(present);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -97,7 +99,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
     const r = Repositories.safeParse(json);
     if (!r.success) {
-      throw new ConfigError(`invalid configuration: CONTAINER_REPOSITORIES: ${r.error.issues[0]?.message ?? 'expected an object of strings'}`);
+      const issue = r.error.issues[0];
+      const at = issue && issue.path.length > 0 ? ` at "${issue.path.join('.')}"` : '';
+      const why = issue?.code === 'invalid_key' ? 'keys are flavor names (letters, digits, "_" and "-")' : (issue?.message ?? 'expected an object of strings');
+      throw new ConfigError(`invalid configuration: CONTAINER_REPOSITORIES${at}: ${why}`);
     }
     containerRepositories = r.data;
   }

@@ -79,10 +79,17 @@ const versionField = z.string().refine(isVersion, 'expected a Garden Linux versi
 const baseField = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'expected a base name such as container-amd64-1877.3-75df9f40');
 const bucketField = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name');
 
-const ManualPublish = z.union([
-  z.strictObject({ action: z.literal('publish'), bucket: bucketField, key: z.string().startsWith('meta/singles/') }),
-  z.strictObject({ action: z.literal('publish'), bucket: bucketField, base: baseField }),
-]);
+const ManualPublish = z
+  .strictObject({
+    action: z.literal('publish'),
+    bucket: bucketField,
+    key: z.string().startsWith('meta/singles/', 'expected the metadata key meta/singles/<base>').optional(),
+    base: baseField.optional(),
+  })
+  .refine((p) => (p.key === undefined) !== (p.base === undefined), {
+    message: 'give the build as either "key" (meta/singles/<base>) or "base", exactly one of them',
+    path: ['key'],
+  });
 const ManualReindex = z.strictObject({
   action: z.literal('reindex'),
   bucket: bucketField.optional(),
@@ -149,7 +156,7 @@ function fromManual(event: Record<string, unknown>): Job[] {
     case 'publish': {
       const p = ManualPublish.safeParse(event);
       if (!p.success) throw new InputError(`invalid publish payload: ${formatIssues(p.error)}`);
-      const key = 'key' in p.data ? p.data.key : metadataKey(p.data.base);
+      const key = p.data.key ?? metadataKey(p.data.base as string);
       return [{ kind: 'publish', bucket: p.data.bucket, key, origin: 'manual' }];
     }
     case 'reindex': {
@@ -184,10 +191,15 @@ function fromSqsBody(body: string, messageId: string): Job[] {
     return [{ kind: 'invalid', error: `SQS message ${messageId} is not JSON`, origin: 'sqs', messageId }];
   }
   if (S3TestEvent.safeParse(parsed).success) return [{ kind: 'ignore', reason: 'S3 test event', origin: 'sqs', messageId }];
-  const n = S3Notification.safeParse(parsed);
-  if (n.success) return fromNotification(n.data, 'sqs', messageId);
-  const eb = EventBridgeObjectCreated.safeParse(parsed);
-  if (eb.success) return [fromEventBridge(eb.data, 'sqs', messageId)];
+  try {
+    const n = S3Notification.safeParse(parsed);
+    if (n.success) return fromNotification(n.data, 'sqs', messageId);
+    const eb = EventBridgeObjectCreated.safeParse(parsed);
+    if (eb.success) return [fromEventBridge(eb.data, 'sqs', messageId)];
+  } catch (err) {
+    // A bad key fails this message only; the rest of the batch goes on.
+    return [{ kind: 'invalid', error: `SQS message ${messageId}: ${(err as Error).message}`, origin: 'sqs', messageId }];
+  }
   return [{ kind: 'invalid', error: `SQS message ${messageId} carries neither an S3 notification nor an EventBridge S3 event`, origin: 'sqs', messageId }];
 }
 

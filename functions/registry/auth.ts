@@ -40,6 +40,7 @@ const TokenResponse = z.looseObject({
 interface CachedToken {
   token: string;
   expiresAt: number;
+  lifetimeMs: number;
 }
 
 /** How the authenticator fetches a token; the client supplies it so every request shares retries and logging. */
@@ -48,7 +49,10 @@ export type TokenFetcher = (
   headers: Record<string, string>,
 ) => Promise<{ status: number; body: string; wwwAuthenticate?: string }>;
 
-/** Tokens are renewed when less than this is left, so an upload started with one does not outlive it. */
+/**
+ * Tokens are renewed when less than this is left, so an upload started with one does not outlive it; for
+ * short-lived tokens, when half their lifetime is left (else a 60 s token would never be reused).
+ */
 const REFRESH_MARGIN_MS = 60_000;
 /** The distribution spec's default lifetime when the token server does not say. */
 const DEFAULT_TOKEN_SECONDS = 60;
@@ -82,16 +86,17 @@ export class Authenticator {
   }
 
   /**
-   * Learns from a 401 challenge and prepares the next attempt. `sentToken` says whether the failed request
-   * carried a token: then the token is fetched again (it expired, or lacked a scope the challenge names).
+   * Learns from a 401 challenge and prepares the next attempt. `sentAuthorization` says whether the failed
+   * request carried credentials: a request sent before the scheme was known (several start at once) is simply
+   * retried, while Basic credentials refused, or a token refused twice, are final.
    */
-  async onChallenge(host: string, header: string | undefined, scopes: readonly string[], sentToken: boolean): Promise<void> {
+  async onChallenge(host: string, header: string | undefined, scopes: readonly string[], sentAuthorization: boolean): Promise<void> {
     const challenge = header ? parseChallenge(header) : undefined;
     if (challenge?.scheme === 'basic') {
       if (!this.credentials) {
         throw new RegistryError(`${host} requires credentials (Basic) and none are configured`, { status: 401, code: 'UNAUTHORIZED' });
       }
-      if (this.schemes.get(host) === 'basic') {
+      if (sentAuthorization && this.schemes.get(host) === 'basic') {
         throw new RegistryError(`${host} rejected the configured credentials`, { status: 401, code: 'UNAUTHORIZED' });
       }
       this.schemes.set(host, 'basic');
@@ -102,13 +107,15 @@ export class Authenticator {
       this.realms.set(host, { realm: challenge.params.realm, ...(challenge.params.service ? { service: challenge.params.service } : {}) });
       const challenged = challenge.params.scope ? challenge.params.scope.split(' ').filter((s) => s !== '') : [];
       const all = [...new Set([...scopes, ...challenged])];
-      if (sentToken && challenge.params.error === 'insufficient_scope' && challenged.every((s) => scopes.includes(s))) {
+      if (sentAuthorization && challenge.params.error === 'insufficient_scope' && challenged.every((s) => scopes.includes(s))) {
         throw new RegistryError(`${host} denied the token the registry issued for ${scopes.join(' ')} (insufficient_scope)`, {
           status: 401,
           code: 'UNAUTHORIZED',
         });
       }
-      await this.token(host, all, true);
+      // Refetch only when the refused request carried a token; one sent before the scheme was known can use
+      // the token a concurrent request may have fetched meanwhile.
+      await this.token(host, all, sentAuthorization);
       // Remember the widened scope set under the requested one too, so the retry finds it.
       if (all.length !== scopes.length) this.tokens.set(this.cacheKey(host, scopes), await this.token(host, all, false));
       return;
@@ -132,7 +139,7 @@ export class Authenticator {
   private async token(host: string, scopes: readonly string[], force: boolean): Promise<CachedToken> {
     const key = this.cacheKey(host, scopes);
     const cached = this.tokens.get(key);
-    if (!force && cached && cached.expiresAt - REFRESH_MARGIN_MS > this.now()) return cached;
+    if (!force && cached && cached.expiresAt - Math.min(REFRESH_MARGIN_MS, cached.lifetimeMs / 2) > this.now()) return cached;
     const pending = this.inflight.get(key);
     if (pending) return pending;
     const p = this.requestToken(host, scopes)
@@ -181,6 +188,7 @@ export class Authenticator {
     }
     const token = parsed.token ?? parsed.access_token;
     if (!token) throw new RegistryError(`the token server ${url.origin} did not answer with a token`, { status: 200, code: 'UNKNOWN' });
-    return { token, expiresAt: started + (parsed.expires_in ?? DEFAULT_TOKEN_SECONDS) * 1000 };
+    const lifetimeMs = (parsed.expires_in ?? DEFAULT_TOKEN_SECONDS) * 1000;
+    return { token, expiresAt: started + lifetimeMs, lifetimeMs };
   }
 }

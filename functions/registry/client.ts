@@ -327,6 +327,8 @@ export class RegistryClient {
 const USER_AGENT = 'gardenlinux-oci-publisher';
 
 export class RegistryRepository {
+  // The publisher reads and writes its repositories, so one token (pull,push) serves every request; an
+  // anonymous token server grants pull only, which still serves the reads.
   private readonly pull: readonly string[];
   private readonly push: readonly string[];
 
@@ -334,8 +336,8 @@ export class RegistryRepository {
     readonly client: RegistryClient,
     readonly name: string,
   ) {
-    this.pull = [`repository:${name}:pull`];
     this.push = [`repository:${name}:pull,push`];
+    this.pull = this.push;
   }
 
   private url(path: string): URL {

@@ -40,7 +40,10 @@ export function parseTargetLocation(value: string): TargetLocation {
   if (slash <= 0) throw new InputError(`REGISTRY "${value}" names no repository; ${expected}`);
   const host = rest.slice(0, slash);
   const repository = rest.slice(slash + 1);
-  if (!HOST.test(host)) throw new InputError(`REGISTRY "${value}": "${host}" is not a host name with an optional port`);
+  const port = /:(\d+)$/.exec(host)?.[1];
+  if (!HOST.test(host) || (port !== undefined && (Number(port) < 1 || Number(port) > 65535))) {
+    throw new InputError(`REGISTRY "${value}": "${host}" is not a host name with an optional port (1-65535)`);
+  }
   if (!isRepositoryPath(repository)) {
     throw new InputError(
       `REGISTRY "${value}": "${repository}" is not a repository path (lowercase letters, digits, ".", "_", "-", separated by "/")`,

@@ -23,6 +23,8 @@ export function retryAfterMs(header: string | string[] | undefined, now: number 
   const value = Array.isArray(header) ? header[0] : header;
   if (value === undefined || value.trim() === '') return undefined;
   if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  // An HTTP date names its day and month; anything else (`1.5`, `-1`) is not one, whatever Date.parse makes of it.
+  if (!/[A-Za-z]{3}/.test(value)) return undefined;
   const at = Date.parse(value);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
