@@ -23,6 +23,8 @@ export interface SampleBuild {
   features: string[];
   files: SampleFile[];
   metadata: string;
+  /** for PXE builds: the files inside the bundle */
+  pxeMembers?: SampleFile[];
   /** for container builds: the image inside the .oci archive */
   image?: { manifestDigest: string; manifestSize: number; configDigest: string; layerDigest: string };
 }
@@ -122,16 +124,17 @@ export function containerArchive(opts: { arch: string; refName?: string; rootfsS
   return { archive, manifest, config, layer, rootfs };
 }
 
-export function pxeBundle(seed: string, squashfsSize: number): Buffer {
-  return gzipSync(
-    makeTar([
-      { path: 'vmlinuz', data: pseudoRandom(`${seed}:vmlinuz`, 40_000) },
-      { path: 'initrd', data: pseudoRandom(`${seed}:initrd`, 70_000) },
-      { path: 'cmdline', data: Buffer.from('console=ttyS0 gl.ovl=/:tmpfs\n') },
-      { path: 'root.squashfs', data: pseudoRandom(`${seed}:squashfs`, squashfsSize) },
-    ]),
-    { level: 1 },
-  );
+export function pxeMembers(seed: string, squashfsSize: number): SampleFile[] {
+  return [
+    { name: 'vmlinuz', data: pseudoRandom(`${seed}:vmlinuz`, 40_000) },
+    { name: 'initrd', data: pseudoRandom(`${seed}:initrd`, 70_000) },
+    { name: 'cmdline', data: Buffer.from('console=ttyS0 gl.ovl=/:tmpfs\n') },
+    { name: 'root.squashfs', data: pseudoRandom(`${seed}:squashfs`, squashfsSize) },
+  ];
+}
+
+export function pxeBundle(members: readonly SampleFile[]): Buffer {
+  return gzipSync(makeTar(members.map((m) => ({ path: m.name, data: m.data }))), { level: 1 });
 }
 
 export function sampleBuild(spec: BuildSpec): SampleBuild {
@@ -168,6 +171,7 @@ export function sampleBuild(spec: BuildSpec): SampleBuild {
     { name: `${base}.chroot.test.xml`, data: Buffer.from('<testsuite tests="1" failures="0"/>\n') },
   ];
   let image: SampleBuild['image'];
+  let members: SampleFile[] | undefined;
   if (isContainer) {
     const c = containerArchive({
       arch: spec.arch,
@@ -179,12 +183,13 @@ export function sampleBuild(spec: BuildSpec): SampleBuild {
     files.push({ name: `${base}.oci`, data: c.archive }, { name: `${base}.oci.log`, data: Buffer.from('oci image built\n') });
     image = { manifestDigest: sha256(c.manifest), manifestSize: c.manifest.length, configDigest: sha256(c.config), layerDigest: sha256(c.layer) };
   } else if (spec.pxe) {
-    files.push({ name: `${base}.pxe.tar.gz`, data: pxeBundle(seed, size) }, { name: `${base}.pxe.tar.gz.log`, data: Buffer.from('pxe built\n') });
+    members = pxeMembers(seed, size);
+    files.push({ name: `${base}.pxe.tar.gz`, data: pxeBundle(members) }, { name: `${base}.pxe.tar.gz.log`, data: Buffer.from('pxe built\n') });
   } else {
     files.push({ name: `${base}.raw`, data: pseudoRandom(`${seed}:raw`, size) }, { name: `${base}.raw.log`, data: Buffer.from('raw built\n') });
   }
   files.sort((a, b) => (a.name < b.name ? -1 : 1));
-  return { base, flavor: spec.flavor, arch: spec.arch, version, commit, platform, features, files, metadata: metadataYaml(spec, base, platform, features, files, version, commit), ...(image ? { image } : {}) };
+  return { base, flavor: spec.flavor, arch: spec.arch, version, commit, platform, features, files, metadata: metadataYaml(spec, base, platform, features, files, version, commit), ...(image ? { image } : {}), ...(members ? { pxeMembers: members } : {}) };
 }
 
 /** The metadata document as python-gardenlinux-lib writes it (PyYAML, sorted keys). */
@@ -202,7 +207,8 @@ export function metadataYaml(
   const timestamp = (spec.buildTime ?? '2026-02-10T11:12:42.317474Z').replace('T', ' ').replace('Z', '');
   const lines = [
     `architecture: ${spec.arch}`,
-    `build_committish: ${commit}${'0'.repeat(32)}`,
+    // PyYAML quotes a string that would read as a number.
+    /^\d+$/.test(commit) ? `build_committish: '${commit}${'0'.repeat(32)}'` : `build_committish: ${commit}${'0'.repeat(32)}`,
     legacy ? `build_timestamp: '${timestamp.replace(' ', 'T')}'` : `build_timestamp: ${timestamp}`,
     legacy ? `gardenlinux_epoch: '${version.split('.')[0]}'` : `gardenlinux_epoch: ${version.split('.')[0]}`,
     'logs: null',
@@ -232,4 +238,14 @@ export function metadataYaml(
     '',
   ];
   return lines.join('\n');
+}
+
+/** Writes a build into a directory laid out like the bucket (`objects/<base>/…`, `meta/singles/<base>`). */
+export async function writeBuildDir(root: string, build: SampleBuild): Promise<void> {
+  const { mkdir, writeFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  await mkdir(join(root, 'objects', build.base), { recursive: true });
+  await mkdir(join(root, 'meta', 'singles'), { recursive: true });
+  for (const f of build.files) await writeFile(join(root, 'objects', build.base, f.name), f.data);
+  await writeFile(join(root, 'meta', 'singles', build.base), build.metadata);
 }
