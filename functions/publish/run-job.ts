@@ -1,4 +1,5 @@
 /** Runs one job and reports it as a summary; a failure is part of the summary, never an exception. */
+import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
 import { convergeVersionIndex, type IndexUpdate } from '../orchestration/converge';
 import { publishBuild } from '../orchestration/publish-build';
@@ -73,7 +74,13 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger): Promise<Job
       case 'ignore':
         return done({ outcome: 'skipped', reason: job.reason });
       case 'publish': {
-        Object.assign(where, { bucket: job.bucket, key: job.key, ...(job.s3RequestId ? { s3RequestId: job.s3RequestId } : {}) });
+        const base = baseFromMetadataKey(job.key);
+        Object.assign(where, {
+          ...(base ? { base } : {}),
+          bucket: job.bucket,
+          key: job.key,
+          ...(job.s3RequestId ? { s3RequestId: job.s3RequestId } : {}),
+        });
         const source = rt.storeFor(job.bucket);
         const r = await publishBuild(
           {

@@ -113,3 +113,21 @@ describe('publishing builds from S3 to docker-registry', () => {
     assert.equal(indexAfter, indexBefore);
   });
 });
+
+describe('a registry that answers with relative Location headers', () => {
+  it('publishes a container build all the same', async () => {
+    const [registry, s3] = await Promise.all([startRegistry({ relativeUrls: true }), startLocalS3([BUCKET])]);
+    try {
+      const b = sampleBuild({ flavor: 'container', arch: 'arm64', version: '2150.0.0', commit: 'local' });
+      await uploadBuild(s3.client, BUCKET, b);
+      const r = (await createHandler({ env: { ...s3.env, REGISTRY: `http://${registry.host}/gl` }, logSink: () => undefined })(
+        s3Event(BUCKET, `meta/singles/${b.base}`),
+      )) as HandlerResult;
+      assert.equal(r.jobs[0]?.outcome, 'published');
+      assert.equal(r.jobs[0]?.container?.digest, b.image?.manifestDigest);
+      assert.equal(r.jobs[0]?.manifest?.tag, '2150.0.0-container-arm64-2150.0.0-local-arm64');
+    } finally {
+      await Promise.all([registry.stop(), s3.close()]);
+    }
+  });
+});
