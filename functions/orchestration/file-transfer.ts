@@ -11,7 +11,7 @@
  * What was learnt from reading an object (its digest, its members, its image) is kept in the state store under
  * the object's ETag; a re-run of the same build finds every blob present by digest and reads nothing.
  */
-import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { PassThrough, pipeline, Transform, type Readable, type Writable } from 'node:stream';
 import { Parser as TarParser, type ReadEntry } from 'tar';
 import { featuresFromRelease } from '../gardenlinux/release-file';
 import { inspectContainerArchive } from '../oci/container-archive';
@@ -84,10 +84,20 @@ export class FileTransfer {
     }
   }
 
+  /** Opens a file (or a byte range of it) and counts what is read through a pass-through step. */
   private async open(file: SourceFile, range?: { start: number; end: number }): Promise<Readable> {
     const stream = await this.ctx.source.open(file.key, { etag: file.etag, ...(range ?? {}) });
-    stream.on('data', (c: Buffer) => (this.stats.bytesRead += c.length));
-    return stream;
+    const stats = this.stats;
+    const counted = new Transform({
+      highWaterMark: 1 << 20,
+      transform(chunk: Buffer, _encoding, callback) {
+        stats.bytesRead += chunk.length;
+        callback(null, chunk);
+      },
+    });
+    // Errors travel both ways: a failing source fails the consumer, a consumer that gives up frees the source.
+    pipeline(stream, counted, () => undefined);
+    return counted;
   }
 
   private async readRange(file: SourceFile, start: number, length: number): Promise<Buffer> {

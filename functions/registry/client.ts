@@ -353,15 +353,14 @@ export class RegistryRepository {
     return this.client.fail(res, what);
   }
 
+  /** A manifest read: always with the full Accept list, or registries answer 404 for types it lacks. */
+  private readManifest(method: 'GET' | 'HEAD', reference: string, what: string): Promise<Res> {
+    return this.client.send({ method, url: this.url(`manifests/${reference}`), headers: { accept: MANIFEST_ACCEPT }, scopes: this.pull, what });
+  }
+
   async headManifest(reference: string): Promise<{ digest?: string; mediaType?: string } | undefined> {
     const what = `HEAD manifest ${this.name}:${reference}`;
-    const res = await this.client.send({
-      method: 'HEAD',
-      url: this.url(`manifests/${reference}`),
-      headers: { accept: MANIFEST_ACCEPT },
-      scopes: this.pull,
-      what,
-    });
+    const res = await this.readManifest('HEAD', reference, what);
     await res.body.dump();
     if (res.status === 404) return undefined;
     if (res.status !== 200) return this.client.fail(res, what);
@@ -373,13 +372,7 @@ export class RegistryRepository {
   /** The manifest at a tag or digest, or undefined on 404 (and only then: spec §5). */
   async getManifest(reference: string): Promise<FetchedManifest | undefined> {
     const what = `GET manifest ${this.name}:${reference}`;
-    const res = await this.client.send({
-      method: 'GET',
-      url: this.url(`manifests/${reference}`),
-      headers: { accept: MANIFEST_ACCEPT },
-      scopes: this.pull,
-      what,
-    });
+    const res = await this.readManifest('GET', reference, what);
     if (res.status === 404) {
       await res.body.dump();
       return undefined;
