@@ -50,36 +50,50 @@ export class HashingTap extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.result !== undefined || (this.expected.size !== undefined && this.bytes + chunk.length > this.expected.size)) {
+      cb(new IntegrityError(`${this.expected.what}: more than the expected ${this.expected.size} bytes`));
+      return;
+    }
     this.sha256.update(chunk);
     this.md5Hash?.update(chunk);
     this.bytes += chunk.length;
     this.options.onBytes?.(chunk.length);
-    if (this.expected.size !== undefined && this.bytes > this.expected.size) {
-      cb(new IntegrityError(`${this.expected.what}: more than the expected ${this.expected.size} bytes`));
-      return;
-    }
-    cb(null, chunk);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    this.result = {
-      digest: `sha256:${this.sha256.digest('hex')}`,
-      size: this.bytes,
-      ...(this.md5Hash ? { md5: this.md5Hash.digest('hex') } : {}),
-    };
-    if (this.options.failOnMismatch) {
+    // With the size known, the result is final at the last byte, before that byte is passed on: a mismatch then
+    // keeps an upload from ever completing, and the result does not wait for end-of-stream events (a consumer
+    // such as an HTTP client may close the stream as soon as it has its answer).
+    if (this.bytes === this.expected.size) {
       try {
-        this.verify();
+        this.finish();
       } catch (err) {
         cb(err as Error);
         return;
       }
     }
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    try {
+      if (this.result === undefined) this.finish();
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
     cb();
   }
 
-  get bytesSeen(): number {
-    return this.bytes;
+  private finish(): void {
+    this.result = {
+      digest: `sha256:${this.sha256.digest('hex')}`,
+      size: this.bytes,
+      ...(this.md5Hash ? { md5: this.md5Hash.digest('hex') } : {}),
+    };
+    if (this.options.failOnMismatch) this.verify();
+  }
+
+  /** The result once every expected byte went through, else undefined. */
+  get complete(): Hashed | undefined {
+    return this.result;
   }
 
   /** The digest, size and md5 of everything that passed; only after the stream ended. */

@@ -47,6 +47,8 @@ interface CachedToken {
 export type TokenFetcher = (
   url: URL,
   headers: Record<string, string>,
+  /** passed through from the caller (the client's per-job scope) */
+  context?: unknown,
 ) => Promise<{ status: number; body: string; wwwAuthenticate?: string }>;
 
 /**
@@ -66,8 +68,13 @@ export class Authenticator {
   constructor(
     private readonly credentials: Credentials | undefined,
     private readonly fetchToken: TokenFetcher,
-    private readonly now: () => number = Date.now,
+    /** httpsOnly: credentials go to an HTTPS registry only through an HTTPS token realm, never in clear */
+    private readonly options: { httpsOnly?: boolean; now?: () => number } = {},
   ) {}
+
+  private now(): number {
+    return (this.options.now ?? Date.now)();
+  }
 
   private basic(): string {
     const c = this.credentials as Credentials;
@@ -78,10 +85,10 @@ export class Authenticator {
    * The Authorization header for a request to `host` needing `scopes`, when the host's scheme is already known;
    * undefined for a host that has not challenged yet (the request goes out anonymously and learns it).
    */
-  async authorization(host: string, scopes: readonly string[]): Promise<string | undefined> {
+  async authorization(host: string, scopes: readonly string[], context?: unknown): Promise<string | undefined> {
     const scheme = this.schemes.get(host);
     if (scheme === 'basic') return this.credentials ? this.basic() : undefined;
-    if (scheme === 'bearer') return `Bearer ${(await this.token(host, scopes, false)).token}`;
+    if (scheme === 'bearer') return `Bearer ${(await this.token(host, scopes, false, context)).token}`;
     return undefined;
   }
 
@@ -90,7 +97,13 @@ export class Authenticator {
    * request carried credentials: a request sent before the scheme was known (several start at once) is simply
    * retried, while Basic credentials refused, or a token refused twice, are final.
    */
-  async onChallenge(host: string, header: string | undefined, scopes: readonly string[], sentAuthorization: boolean): Promise<void> {
+  async onChallenge(
+    host: string,
+    header: string | undefined,
+    scopes: readonly string[],
+    sentAuthorization: boolean,
+    context?: unknown,
+  ): Promise<void> {
     const challenge = header ? parseChallenge(header) : undefined;
     if (challenge?.scheme === 'basic') {
       if (!this.credentials) {
@@ -115,9 +128,9 @@ export class Authenticator {
       }
       // Refetch only when the refused request carried a token; one sent before the scheme was known can use
       // the token a concurrent request may have fetched meanwhile.
-      await this.token(host, all, sentAuthorization);
+      await this.token(host, all, sentAuthorization, context);
       // Remember the widened scope set under the requested one too, so the retry finds it.
-      if (all.length !== scopes.length) this.tokens.set(this.cacheKey(host, scopes), await this.token(host, all, false));
+      if (all.length !== scopes.length) this.tokens.set(this.cacheKey(host, scopes), await this.token(host, all, false, context));
       return;
     }
     throw new RegistryError(`${host} answered 401 without a usable challenge (${header ?? 'no WWW-Authenticate header'})`, {
@@ -127,8 +140,8 @@ export class Authenticator {
   }
 
   /** Makes sure the token for `scopes` lives long enough for a long request (an upload). */
-  async ensureFresh(host: string, scopes: readonly string[]): Promise<void> {
-    if (this.schemes.get(host) === 'bearer') await this.token(host, scopes, false);
+  async ensureFresh(host: string, scopes: readonly string[], context?: unknown): Promise<void> {
+    if (this.schemes.get(host) === 'bearer') await this.token(host, scopes, false, context);
   }
 
   private cacheKey(host: string, scopes: readonly string[]): string {
@@ -136,13 +149,13 @@ export class Authenticator {
     return `${host} ${r?.realm ?? ''} ${r?.service ?? ''} ${[...scopes].sort().join(' ')}`;
   }
 
-  private async token(host: string, scopes: readonly string[], force: boolean): Promise<CachedToken> {
+  private async token(host: string, scopes: readonly string[], force: boolean, context?: unknown): Promise<CachedToken> {
     const key = this.cacheKey(host, scopes);
     const cached = this.tokens.get(key);
     if (!force && cached && cached.expiresAt - Math.min(REFRESH_MARGIN_MS, cached.lifetimeMs / 2) > this.now()) return cached;
     const pending = this.inflight.get(key);
     if (pending) return pending;
-    const p = this.requestToken(host, scopes)
+    const p = this.requestToken(host, scopes, context)
       .then((t) => {
         this.tokens.set(key, t);
         return t;
@@ -152,7 +165,7 @@ export class Authenticator {
     return p;
   }
 
-  private async requestToken(host: string, scopes: readonly string[]): Promise<CachedToken> {
+  private async requestToken(host: string, scopes: readonly string[], context?: unknown): Promise<CachedToken> {
     const realm = this.realms.get(host);
     if (!realm) throw new RegistryError(`${host}: no token realm known`, { code: 'UNAUTHORIZED', status: 401 });
     let url: URL;
@@ -161,12 +174,18 @@ export class Authenticator {
     } catch {
       throw new RegistryError(`${host}: the token realm "${realm.realm}" is not a URL`, { code: 'UNAUTHORIZED', status: 401 });
     }
+    if (this.options.httpsOnly && url.protocol !== 'https:') {
+      throw new RegistryError(`${host} names the token realm ${url.origin}, which is not HTTPS; refusing to send credentials there`, {
+        status: 401,
+        code: 'UNAUTHORIZED',
+      });
+    }
     if (realm.service) url.searchParams.set('service', realm.service);
     for (const s of scopes) url.searchParams.append('scope', s);
     const headers: Record<string, string> = {};
     if (this.credentials) headers.authorization = this.basic();
     const started = this.now();
-    const res = await this.fetchToken(url, headers);
+    const res = await this.fetchToken(url, headers, context);
     if (res.status === 401 || res.status === 403) {
       throw new RegistryError(
         `the token server ${url.origin} refused ${this.credentials ? 'the configured credentials' : 'an anonymous token'} (HTTP ${res.status})`,

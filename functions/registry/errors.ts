@@ -4,12 +4,17 @@ import { PublishError } from '../util/errors';
 export class RegistryError extends PublishError {
   readonly status: number | undefined;
   readonly code: string;
+  /** how long the registry asked to wait (Retry-After) */
+  readonly retryAfterMs: number | undefined;
+  /** for a 413: the size of the body the registry refused */
+  rejectedBytes: number | undefined;
 
-  constructor(message: string, options: { status?: number; code: string; retryable?: boolean; cause?: unknown }) {
+  constructor(message: string, options: { status?: number; code: string; retryable?: boolean; cause?: unknown; retryAfterMs?: number }) {
     super('registry', message, { retryable: options.retryable ?? false, cause: options.cause });
     this.name = 'RegistryError';
     this.status = options.status;
     this.code = options.code;
+    this.retryAfterMs = options.retryAfterMs;
   }
 }
 
@@ -41,4 +46,9 @@ export function isNetworkError(err: unknown): boolean {
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
   }
   return false;
+}
+
+/** Worth another attempt: an error marked retryable, or a broken connection. */
+export function isRetryable(err: unknown): boolean {
+  return (err instanceof PublishError && err.retryable) || isNetworkError(err);
 }

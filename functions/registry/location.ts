@@ -17,10 +17,15 @@ export function isRepositoryPath(path: string): boolean {
   return path.length > 0 && path.length <= 255 && path.split('/').every((c) => COMPONENT.test(c));
 }
 
-export function parseTargetLocation(value: string): TargetLocation {
+export function parseTargetLocation(raw: string): TargetLocation {
   const expected =
     'expected "oci-layout:<dir>", "<host>[:port]/<repository>" (HTTPS), or "http://<host>[:port]/<repository>" (plain HTTP)';
-  const v = value.trim();
+  const v = raw.trim();
+  // Credentials written into the location must neither work nor reach a message (and so a log).
+  if (/^[^/]*:\/\/[^/]*@/.test(v) || /^[^/:]+:[^/@]*@/.test(v)) {
+    throw new InputError('REGISTRY must not contain credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD instead');
+  }
+  const value = v;
   if (v.startsWith('oci-layout:')) {
     const dir = v.slice('oci-layout:'.length);
     if (dir === '') throw new InputError(`REGISTRY "${value}" names no directory; ${expected}`);

@@ -6,19 +6,19 @@
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HashingTap, isDigest, sha256Digest } from '../oci/digest';
+import { REF_NAME } from '../oci/container-archive';
 import { IndexSchema, parseJson, type Descriptor } from '../oci/descriptor';
 import { MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
-import { isNetworkError } from '../registry/errors';
+import { isRetryable } from '../registry/errors';
 import { describeError, IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
 
-const REF_NAME = 'org.opencontainers.image.ref.name';
 const LOCK_STALE_MS = 60_000;
 
 function tmpName(path: string): string {
@@ -75,12 +75,12 @@ export class OciLayoutTarget implements Target {
         );
         await pipeline(await blob.open(), tap, createWriteStream(tmp));
         const seen = tap.verify();
+        await blob.beforeCommit?.();
         await rename(tmp, this.blobPath(seen.digest));
         return { digest: seen.digest, size: seen.size, ...(seen.md5 ? { md5: seen.md5 } : {}) };
       } catch (err) {
         await rm(tmp, { force: true });
-        const retryable = (err instanceof PublishError && err.retryable) || isNetworkError(err);
-        if (!retryable || blob.once || attempt >= 3) throw err;
+        if (!isRetryable(err) || blob.once || attempt >= 3) throw err;
         this.logger.warn('blob copy failed, restarting it', { blob: blob.what, attempt, error: describeError(err) });
       }
     }
@@ -154,7 +154,11 @@ export class OciLayoutTarget implements Target {
     await rename(tmp, path);
   }
 
-  /** Serialises writers in other processes (the CLI run twice at once): an exclusive lock file, stale after 60 s. */
+  /**
+   * Serialises writers in other processes (the CLI run twice at once): an exclusive lock file, stale after 60 s.
+   * A stale lock is taken over by renaming it away first and checking that what was renamed is still stale, so
+   * two processes that both saw it stale cannot remove each other's fresh lock.
+   */
   private async withFileLock<T>(fn: () => Promise<T>): Promise<T> {
     const lock = join(this.dir, 'index.json.lock');
     for (let waited = 0; ; waited += 20) {
@@ -165,7 +169,7 @@ export class OciLayoutTarget implements Target {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
-        if (age > LOCK_STALE_MS) await rm(lock, { force: true });
+        if (age > LOCK_STALE_MS) await this.takeOver(lock);
         else if (waited > 2 * LOCK_STALE_MS) throw new PublishError('conflict', `${lock} is held by another process`);
         else await sleep(20);
       }
@@ -175,6 +179,21 @@ export class OciLayoutTarget implements Target {
     } finally {
       await rm(lock, { force: true });
     }
+  }
+
+  private async takeOver(lock: string): Promise<void> {
+    const aside = tmpName(`${lock}.stale`);
+    try {
+      await rename(lock, aside);
+    } catch {
+      return; // gone already: someone else took it over
+    }
+    const age = await stat(aside).then((s) => Date.now() - s.mtimeMs, () => Infinity);
+    if (age <= LOCK_STALE_MS) {
+      // A fresh lock was renamed (it replaced the stale one meanwhile): put it back unless a newer one is there.
+      await link(aside, lock).catch(() => undefined);
+    }
+    await rm(aside, { force: true });
   }
 }
 
@@ -187,5 +206,6 @@ export function layoutTargets(dir: string, logger: Logger): TargetSet {
     if (!t) targets.set(sub, (t = new OciLayoutTarget(sub === '' ? dir : join(dir, sub), sub === '' ? id : `${id}/${sub}`, logger)));
     return t;
   };
-  return { main: get(''), repository: (path) => get(path), close: async () => undefined };
+  const set: TargetSet = { main: get(''), repository: (path) => get(path), forJob: () => set };
+  return set;
 }

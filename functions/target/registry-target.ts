@@ -1,5 +1,5 @@
 import type { Credentials } from '../registry/auth';
-import { RegistryClient, type RegistryRepository } from '../registry/client';
+import { JobScope, RegistryClient, type RegistryRepository } from '../registry/client';
 import type { RetryPolicy } from '../registry/retry';
 import type { Logger } from '../util/log';
 import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
@@ -45,7 +45,11 @@ export interface RegistryTargetOptions {
   logger: Logger;
   retry?: RetryPolicy;
   timeoutMs?: number;
-  signal?: AbortSignal;
+  chunkBytes?: number;
+  chunkedUploads?: boolean;
+  /** failures in a row after which a job stops retrying */
+  maxConsecutiveFailures?: number;
+  connections?: number;
 }
 
 export function registryTargets(options: RegistryTargetOptions): TargetSet {
@@ -56,17 +60,22 @@ export function registryTargets(options: RegistryTargetOptions): TargetSet {
     ...(options.credentials ? { credentials: options.credentials } : {}),
     ...(options.retry ? { retry: options.retry } : {}),
     ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.chunkBytes ? { chunkBytes: options.chunkBytes } : {}),
+    ...(options.chunkedUploads ? { chunkedUploads: options.chunkedUploads } : {}),
+    ...(options.connections ? { connections: options.connections } : {}),
   });
-  const targets = new Map<string, RegistryTarget>();
-  const get = (name: string): RegistryTarget => {
-    let t = targets.get(name);
-    if (!t) targets.set(name, (t = new RegistryTarget(client.repository(name))));
-    return t;
+  const scoped = (scope: JobScope): TargetSet => {
+    const targets = new Map<string, RegistryTarget>();
+    const get = (name: string): RegistryTarget => {
+      let t = targets.get(name);
+      if (!t) targets.set(name, (t = new RegistryTarget(client.repository(name, scope))));
+      return t;
+    };
+    return {
+      main: get(options.repository),
+      repository: (path) => get(`${options.repository}/${path}`),
+      forJob: (signal) => scoped(new JobScope(signal, options.maxConsecutiveFailures)),
+    };
   };
-  return {
-    main: get(options.repository),
-    repository: (path) => get(`${options.repository}/${path}`),
-    close: () => client.close(),
-  };
+  return scoped(new JobScope(undefined, options.maxConsecutiveFailures));
 }

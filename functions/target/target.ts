@@ -28,5 +28,6 @@ export interface TargetSet {
   readonly main: Target;
   /** a sub-repository of it (`<repo>/<path>`), for container flavors mapped elsewhere */
   repository(path: string): Target;
-  close(): Promise<void>;
+  /** the same targets for one job: its requests stop on `signal`, and its failures are counted on their own */
+  forJob(signal?: AbortSignal): TargetSet;
 }
