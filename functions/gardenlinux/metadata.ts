@@ -25,6 +25,7 @@ export interface BuildMetadata {
   /** build_timestamp; upstream it is roughly the upload time, which is what "newest build" needs */
   buildTime?: Date;
   commitLong?: string;
+  /** builds sharing it form one multi-arch artifact (ADR 0037) */
   publishingGroup?: string;
   files: BuildFile[];
 }

@@ -59,9 +59,8 @@ function compareStrings(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export function renderVersionIndex(records: readonly IndexRecord[], current: ImageIndex | undefined): RenderedIndex | undefined {
-  if (records.length === 0 && current === undefined) return undefined;
-
+/** For each container platform (os/architecture), the record of the newest build: it holds the container slot. */
+export function containerWinners(records: readonly IndexRecord[]): Map<string, IndexRecord> {
   const containers = new Map<string, IndexRecord>();
   for (const r of records) {
     if (r.container === undefined) continue;
@@ -69,6 +68,18 @@ export function renderVersionIndex(records: readonly IndexRecord[], current: Ima
     const held = containers.get(key);
     if (held === undefined || compareBuilds(r, held) > 0) containers.set(key, r);
   }
+  return containers;
+}
+
+/** The container entry that holds the slot of `entry`'s platform among `records`. */
+export function containerWinner(records: readonly IndexRecord[], entry: Descriptor): Descriptor | undefined {
+  return containerWinners(records).get(platformKey(entry))?.container;
+}
+
+export function renderVersionIndex(records: readonly IndexRecord[], current: ImageIndex | undefined): RenderedIndex | undefined {
+  if (records.length === 0 && current === undefined) return undefined;
+
+  const containers = containerWinners(records);
   const recorded = new Set(records.filter((r) => r.gardenlinux !== undefined).map((r) => r.base));
 
   const foreignContainers: Descriptor[] = [];

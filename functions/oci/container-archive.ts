@@ -84,7 +84,9 @@ export async function inspectContainerArchive(
     throw new InputError(
       images.length === 0
         ? `${what}: index.json leads to no image manifest`
-        : `${what}: it holds ${images.length} image manifests and none has the ref name "${want.refName}"`,
+        : named.length > 0
+          ? `${what}: ${images.length} image manifests have the ref name "${want.refName}"; expected one`
+          : `${what}: it holds ${images.length} image manifests and none has the ref name "${want.refName}"`,
     );
   }
   const chosen = images[0] as Descriptor;

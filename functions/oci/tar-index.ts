@@ -19,7 +19,11 @@ export interface TarMember {
 export type RangeReader = (start: number, length: number) => Promise<Buffer>;
 
 const BLOCK = 512;
-const WINDOW = 256 * 1024;
+/**
+ * Bytes read per request while looking for headers: enough for the headers and small members that sit together
+ * (index.json, manifests, configs), small enough that a window over the start of a big layer wastes little.
+ */
+const WINDOW = 16 * 1024;
 const MAX_MEMBERS = 100_000;
 const MAX_META_BYTES = 1024 * 1024;
 

@@ -2,6 +2,7 @@
 import type { ObjectStore } from '../storage/object-store';
 import type { StateStore } from '../storage/state-store';
 import type { TargetSet } from '../target/target';
+import type { Deadline } from '../util/deadline';
 import type { Logger } from '../util/log';
 
 export interface PublishContext {
@@ -10,7 +11,10 @@ export interface PublishContext {
   /** the source's name in the state store's fact keys: the bucket name */
   sourceName: string;
   state: StateStore;
+  /** where content goes; requests stop when the job's time is up */
   targets: TargetSet;
+  /** the same targets for the version index: never interrupted, so an index read is always followed by its write */
+  indexTargets: TargetSet;
   /** container flavor → sub-repository (CONTAINER_REPOSITORIES) */
   containerRepositories: Readonly<Record<string, string>>;
   logger: Logger;
@@ -18,7 +22,26 @@ export interface PublishContext {
   blobConcurrency: number;
   /** check the metadata's md5sum while the bytes stream (costs CPU, catches a corrupt S3 object) */
   verifyMd5: boolean;
+  /** the time the job has; work that does not fit is not started */
+  deadline: Deadline;
+  /** filled in as the job goes, so a job that fails still reports what it moved */
+  counters: JobCounters;
 }
+
+export interface JobCounters {
+  bytesUploaded: number;
+  bytesRead: number;
+  blobsUploaded: number;
+  blobsSkipped: number;
+}
+
+/**
+ * Assumed until a job has measured its own upload rate. Not too low: a multi-GB image that an assumption
+ * declared too slow would never be started at all.
+ */
+const ASSUMED_BYTES_PER_MS = (32 * 1024 * 1024) / 1000;
+/** Added to every estimate: requests around the bytes (HEAD, POST, PUT, retries). */
+const FIXED_OVERHEAD_MS = 3_000;
 
 export class TransferStats {
   bytesUploaded = 0;
@@ -31,6 +54,7 @@ export class TransferStats {
   private lastReport = Date.now();
   private reportedBytes = 0;
   private readonly started = Date.now();
+  private firstUpload: number | undefined;
 
   constructor(
     private readonly logger: Logger,
@@ -38,8 +62,16 @@ export class TransferStats {
     private readonly intervalMs = 5_000,
   ) {}
 
+  /** How long moving `bytes` should take, from this job's upload rate so far (or a low assumed one). */
+  estimateMs(bytes: number): number {
+    const elapsed = this.firstUpload === undefined ? 0 : Date.now() - this.firstUpload;
+    const measured = elapsed >= 1000 ? this.bytesUploaded / elapsed : 0;
+    return FIXED_OVERHEAD_MS + bytes / Math.max(measured, ASSUMED_BYTES_PER_MS);
+  }
+
   /** Counts uploaded bytes and logs progress at most every few seconds. */
   uploaded(n: number): void {
+    this.firstUpload ??= Date.now();
     this.bytesUploaded += n;
     const now = Date.now();
     if (now - this.lastReport >= this.intervalMs) {

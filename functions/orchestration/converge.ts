@@ -16,6 +16,7 @@ import { INDEX_TYPES, OCI_INDEX } from '../oci/media-types';
 import type { ObjectInfo } from '../storage/object-store';
 import type { StateStore } from '../storage/state-store';
 import type { Target } from '../target/target';
+import type { Deadline } from '../util/deadline';
 import { InputError, PublishError } from '../util/errors';
 import { mapLimit } from '../util/limiter';
 import type { Logger } from '../util/log';
@@ -33,8 +34,10 @@ export interface IndexUpdate {
 }
 
 const MAX_ROUNDS = 25;
+/** Time a round (list, read, render, put) may need: a round starts only when this much is left. */
+export const ROUND_MS = 10_000;
 
-export async function readVersionIndex(target: Target, version: string): Promise<{ index?: ImageIndex; digest?: string }> {
+export async function readVersionIndex(target: Target, version: string): Promise<{ index?: ImageIndex; digest?: string; size?: number }> {
   const current = await target.getManifest(version);
   if (current === undefined) return {};
   const what = `${target.display}:${version}`;
@@ -42,7 +45,7 @@ export async function readVersionIndex(target: Target, version: string): Promise
   if (!INDEX_TYPES.includes(current.mediaType)) {
     throw new InputError(`${what} holds a ${current.mediaType}, not an image index; refusing to overwrite it`);
   }
-  return { index: parseJson(IndexSchema, current.bytes, what), digest: current.digest };
+  return { index: parseJson(IndexSchema, current.bytes, what), digest: current.digest, size: current.bytes.length };
 }
 
 export async function convergeVersionIndex(
@@ -50,7 +53,8 @@ export async function convergeVersionIndex(
   target: Target,
   version: string,
   logger: Logger,
-): Promise<IndexUpdate> {
+  deadline: Deadline,
+): Promise<{ update: IndexUpdate; records: IndexRecord[] }> {
   const cache = new Map<string, IndexRecord | undefined>();
   const read = async (o: ObjectInfo): Promise<IndexRecord | undefined> => {
     const id = `${o.key} ${o.etag}`;
@@ -61,14 +65,17 @@ export async function convergeVersionIndex(
   let changed = false;
   let digest: string | undefined;
   let entries = 0;
+  let records: IndexRecord[] = [];
   for (let round = 1; round <= MAX_ROUNDS; round++) {
+    // The only place this loop may stop early: before a round, never between its read and its write.
+    deadline.ensure(`round ${round} of the version index ${target.display}:${version}`, ROUND_MS);
     const listing = await state.listRecords(target.id, version);
     const signature = listing.map((o) => `${o.key} ${o.etag}`).sort().join('\n');
     if (signature === previous) {
-      return { repository: target.display, tag: version, ...(digest ? { digest } : {}), changed, entries, rounds: round - 1 };
+      return { update: { repository: target.display, tag: version, ...(digest ? { digest } : {}), changed, entries, rounds: round - 1 }, records };
     }
     previous = signature;
-    const records = (await mapLimit(listing, 16, read)).filter((r): r is IndexRecord => r !== undefined);
+    records = (await mapLimit(listing, 16, read)).filter((r): r is IndexRecord => r !== undefined);
     const current = await readVersionIndex(target, version);
     const rendered = renderVersionIndex(records, current.index);
     digest = current.digest;

@@ -12,6 +12,8 @@ export interface Slice {
   /** end, exclusive */
   end: number;
   sink: Writable;
+  /** called once, just before the slice's first byte (or its end, when empty) reaches the sink */
+  onStart?: () => void;
 }
 
 /** Resolves when `w` can take more; rejects when it fails or goes away first (its reader gave up). */
@@ -41,9 +43,17 @@ async function write(w: Writable, chunk: Buffer): Promise<void> {
 export async function fanOut(source: Readable, wholes: readonly Writable[], slices: readonly Slice[], expectedSize: number, what: string): Promise<number> {
   const pending = [...slices].sort((a, b) => a.start - b.start);
   const ended = new Set<Slice>();
+  const started = new Set<Slice>();
+  const start = (s: Slice): void => {
+    if (!started.has(s)) {
+      started.add(s);
+      s.onStart?.();
+    }
+  };
   const endSlice = (s: Slice): void => {
     if (!ended.has(s)) {
       ended.add(s);
+      start(s);
       s.sink.end();
     }
   };
@@ -60,7 +70,10 @@ export async function fanOut(source: Readable, wholes: readonly Writable[], slic
         const s = pending[j] as Slice;
         const a = Math.max(s.start, pos) - pos;
         const b = Math.min(s.end, end) - pos;
-        if (b > a) await write(s.sink, chunk.subarray(a, b));
+        if (b > a) {
+          start(s);
+          await write(s.sink, chunk.subarray(a, b));
+        }
         if (s.end <= end) endSlice(s);
       }
       pos = end;

@@ -4,24 +4,27 @@
  * - a plain file streams straight into one upload (small ones are read whole, so an existing blob is found by
  *   its digest before anything is sent);
  * - a PXE bundle streams into its own upload and, at the same time, through gunzip and a tar parser into one
- *   upload per member;
- * - a container archive is indexed with ranged reads (headers, index.json, manifest, config), checked, and
- *   then streamed once into the upload of the whole archive and, by byte range, into the image's blob uploads.
+ *   upload per member; nothing of it is committed unless the whole bundle parsed;
+ * - a container archive is indexed with ranged reads (headers, index.json, manifest, config) and checked before
+ *   anything is written (`inspectArchive`), then streamed once into the upload of the whole archive and, by byte
+ *   range, into the image's blob uploads (`transferArchive`).
  *
  * What was learnt from reading an object (its digest, its members, its image) is kept in the state store under
- * the object's ETag; a re-run of the same build finds every blob present by digest and reads nothing.
+ * the object's ETag; a re-run of the same build finds every blob present by digest and reads nothing. Every
+ * upload and pass first checks that it fits in the time left.
  */
 import { PassThrough, pipeline, Transform, type Readable, type Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { Parser as TarParser, type ReadEntry } from 'tar';
 import { featuresFromRelease } from '../gardenlinux/release-file';
-import { inspectContainerArchive } from '../oci/container-archive';
-import { hashBuffer, verifyHashed } from '../oci/digest';
+import { inspectContainerArchive, type ArchiveBlob } from '../oci/container-archive';
+import { hashBuffer, sha256Digest, verifyHashed } from '../oci/digest';
 import type { Descriptor } from '../oci/descriptor';
 import { indexTar, normalizeMemberPath, type TarMember } from '../oci/tar-index';
-import { isNetworkError } from '../registry/errors';
+import { isRetryable } from '../registry/errors';
 import type { SourceFacts } from '../storage/state-store';
 import type { BlobSource, Target, UploadResult } from '../target/target';
-import { describeError, InputError, PublishError } from '../util/errors';
+import { describeError, InputError } from '../util/errors';
 import { Limiter } from '../util/limiter';
 import type { Logger } from '../util/log';
 import type { PublishContext, TransferStats } from './context';
@@ -46,14 +49,15 @@ export interface ContainerFacts {
   platform: { architecture: string; os: string; variant?: string };
 }
 
+/** What `inspectArchive` found: the archive and its image are all in place, or this is what must move. */
+export type ArchivePlan =
+  | { kind: 'present'; archive: PublishedBlob; image: ContainerFacts }
+  | { kind: 'transfer'; known?: SourceFacts; image: ContainerFacts; blobs: ArchiveBlob[] };
+
 /** Files up to this size are read whole: one request, and the digest is known before any upload. */
 const SMALL_FILE = 4 * 1024 * 1024;
 /** A pass over one file that fails on a transient error is run again this often (present blobs are skipped). */
 const PASS_ATTEMPTS = 3;
-
-function isRetryable(err: unknown): boolean {
-  return (err instanceof PublishError && err.retryable) || isNetworkError(err);
-}
 
 export class FileTransfer {
   /** bounds the uploads of plain files and of whole passes; the uploads inside a pass share its place */
@@ -86,7 +90,7 @@ export class FileTransfer {
 
   /** Opens a file (or a byte range of it) and counts what is read through a pass-through step. */
   private async open(file: SourceFile, range?: { start: number; end: number }): Promise<Readable> {
-    const stream = await this.ctx.source.open(file.key, { etag: file.etag, ...(range ?? {}) });
+    const stream = await this.ctx.source.open(file.key, { etag: file.etag, signal: this.ctx.deadline.signal, ...(range ?? {}) });
     const stats = this.stats;
     const counted = new Transform({
       highWaterMark: 1 << 20,
@@ -127,7 +131,16 @@ export class FileTransfer {
   }
 
   private async upload(target: Target, blob: BlobSource): Promise<UploadResult> {
-    const r = await target.pushBlob({ ...blob, onBytes: (n) => this.stats.uploaded(n) });
+    const deadline = this.ctx.deadline;
+    deadline.ensure(`uploading ${blob.what}`, this.stats.estimateMs(blob.size));
+    let r: UploadResult;
+    try {
+      r = await target.pushBlob({ ...blob, onBytes: (n) => this.stats.uploaded(n) });
+    } catch (err) {
+      // Stopped at the margin: whichever stream noticed first, the cause is the time.
+      if (deadline.signal.aborted) throw deadline.signal.reason;
+      throw err;
+    }
     this.stats.blobsUploaded++;
     this.log.debug('blob uploaded', { blob: blob.what, digest: r.digest, size: r.size, target: target.display });
     return r;
@@ -143,10 +156,12 @@ export class FileTransfer {
     const known = await this.facts(file);
     if (known) return this.limiter.run(() => this.ensure(target, { digest: known.digest, size: known.size, what, open: () => this.open(file) }));
     if (file.size <= SMALL_FILE) {
-      const bytes = await this.readWhole(file);
-      const blob = await this.ensureBuffer(target, bytes, what);
-      await this.saveFacts(file, blob);
-      return blob;
+      return this.limiter.run(async () => {
+        const bytes = await this.readWhole(file);
+        const blob = await this.ensureBuffer(target, bytes, what);
+        await this.saveFacts(file, blob);
+        return blob;
+      });
     }
     const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
     const r = await this.limiter.run(() => this.upload(target, { size: file.size, what, ...(md5 ? { md5 } : {}), open: () => this.open(file) }));
@@ -169,12 +184,14 @@ export class FileTransfer {
   }
 
   /** Runs a single pass over a file again after a transient failure; blobs it finished are then skipped. */
-  private async withPassRetries<T>(what: string, pass: () => Promise<T>): Promise<T> {
+  private async withPassRetries<T>(file: SourceFile, pass: () => Promise<T>): Promise<T> {
+    const what = this.what(file);
     for (let attempt = 1; ; attempt++) {
+      this.ctx.deadline.ensure(`reading ${what}`, this.stats.estimateMs(file.size));
       try {
         return await pass();
       } catch (err) {
-        if (!isRetryable(err) || attempt >= PASS_ATTEMPTS) throw err;
+        if (!isRetryable(err) || attempt >= PASS_ATTEMPTS || this.ctx.deadline.signal.aborted) throw err;
         this.log.warn('reading a file failed, reading it again', { file: what, attempt, error: describeError(err) });
       }
     }
@@ -187,7 +204,7 @@ export class FileTransfer {
   async pxeBundle(file: SourceFile, target: Target): Promise<{ bundle: PublishedBlob; members: Array<PublishedBlob & { name: string }> }> {
     const what = this.what(file);
     return this.limiter.run(() =>
-      this.withPassRetries(what, async () => {
+      this.withPassRetries(file, async () => {
         const known = await this.facts(file);
         if (known?.members) {
           const present = await Promise.all([known.digest, ...known.members.map((m) => m.digest)].map((d) => target.hasBlob(d)));
@@ -205,35 +222,45 @@ export class FileTransfer {
         const wholes: Writable[] = [];
         let bundle: PublishedBlob | undefined = known ? { digest: known.digest, size: known.size } : undefined;
 
-        if (needBundle) {
-          const sink = passSink();
-          wholes.push(sink);
-          uploads.push(
-            handled(
-              guard(sink, this.upload(target, { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, open: async () => sink })).then((r) => {
-                bundle = { digest: r.digest, size: r.size };
-              }),
-            ),
-          );
-        } else this.stats.blobsSkipped++;
-
         const parser = new TarParser({ strict: true });
         const parserSink = tarParserSink(parser);
-        wholes.push(parserSink);
         // Any failure (a member upload, the parser, the read) stops every part of the pass.
         const memberSinks: PassThrough[] = [];
+        // The first failure of the pass; the parser's own errors are the only ones that mean a bad bundle.
+        let abortedBy: unknown;
         const abort = (err: unknown): void => {
+          abortedBy ??= err;
           const error = err instanceof Error ? err : new Error(String(err));
           parser.abort(error);
           parserSink.destroy(error);
           for (const m of memberSinks) m.destroy(error);
         };
-        const parsed = new Promise<void>((resolve, reject) => {
-          const bad = (err: Error): void => reject(new InputError(`${what}: not a valid gzip-compressed tar (${err.message})`));
-          parser.on('error', bad);
-          parser.on('abort', bad);
-          parser.on('end', () => resolve());
-        });
+        const parsed = handled(
+          new Promise<void>((resolve, reject) => {
+            const bad = (err: Error): void =>
+              reject(abortedBy !== undefined ? abortedBy : new InputError(`${what}: not a valid gzip-compressed tar (${err.message})`));
+            parser.on('error', bad);
+            parser.on('abort', bad);
+            parser.on('end', () => resolve());
+          }),
+        );
+        // Nothing of the bundle is committed before the whole of it parsed: a corrupt bundle leaves no blobs.
+        const beforeCommit = () => parsed;
+
+        if (needBundle) {
+          const sink = passSink();
+          wholes.push(sink);
+          const blob = { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, beforeCommit };
+          uploads.push(
+            handled(
+              guard(sink, this.upload(target, { ...blob, open: async () => sink })).then((r) => {
+                bundle = { digest: r.digest, size: r.size };
+              }),
+            ),
+          );
+        } else this.stats.blobsSkipped++;
+        wholes.push(parserSink);
+
         parser.on('entry', (entry: ReadEntry) => {
           let name: string;
           try {
@@ -255,11 +282,11 @@ export class FileTransfer {
           const result = (async (): Promise<PublishedBlob> => {
             if (knownMember && (await target.hasBlob(knownMember.digest))) {
               this.stats.blobsSkipped++;
-              sink.resume();
-              await new Promise((r) => sink.on('end', r));
+              // Drained, not uploaded; a pass that fails meanwhile destroys the sink, which ends this wait too.
+              await finished(sink.resume());
               return knownMember;
             }
-            const blob = { ...(knownMember ? { digest: knownMember.digest } : {}), size, what: `${what} member ${name}`, once: true };
+            const blob = { ...(knownMember ? { digest: knownMember.digest } : {}), size, what: `${what} member ${name}`, once: true, beforeCommit };
             return this.upload(target, { ...blob, open: async () => sink });
           })();
           uploads.push(
@@ -294,67 +321,104 @@ export class FileTransfer {
   }
 
   /**
-   * A container build's `.oci` archive: the archive itself is a layer of the artifact manifest (in `glTarget`),
-   * and the image it holds goes to `imageTarget` byte for byte. Returns the image's manifest for the caller to
-   * push once every blob is in place.
+   * A container build's `.oci` archive, before anything is written: which image it holds (checked against
+   * every digest it reads), where each blob lies, and whether anything must move at all.
    */
-  async containerArchive(
-    file: SourceFile,
-    glTarget: Target,
-    imageTarget: Target,
-    want: { refName: string; arch: string },
-  ): Promise<{ archive: PublishedBlob; image: ContainerFacts }> {
+  async inspectArchive(file: SourceFile, glTarget: Target, imageTarget: Target, want: { refName: string; arch: string }): Promise<ArchivePlan> {
     const what = this.what(file);
-    return this.limiter.run(() =>
-      this.withPassRetries(what, async () => {
-        const known = await this.facts(file);
-        if (known?.container) {
-          const image: ContainerFacts = {
-            manifest: known.container.manifest,
-            manifestBytes: Buffer.from(known.container.manifestBytes, 'base64'),
-            platform: known.container.platform,
-          };
-          // A manifest in the registry implies its blobs are there (registries refuse it otherwise).
-          const [archivePresent, manifestPresent] = await Promise.all([
-            glTarget.hasBlob(known.digest),
-            imageTarget.resolve(known.container.manifest.digest).then((d) => d !== undefined),
-          ]);
-          if (archivePresent && manifestPresent) {
-            this.stats.blobsSkipped++;
-            return { archive: { digest: known.digest, size: known.size }, image };
-          }
-        }
+    const known = await this.facts(file);
+    const cachedBytes = known?.container ? Buffer.from(known.container.manifestBytes, 'base64') : undefined;
+    // Remembered manifest bytes are used only when they still are what their digest says.
+    if (known?.container && cachedBytes && sha256Digest(cachedBytes) === known.container.manifest.digest) {
+      const image: ContainerFacts = { manifest: known.container.manifest, manifestBytes: cachedBytes, platform: known.container.platform };
+      // A manifest in the registry implies its blobs are there (registries refuse it otherwise).
+      const [archivePresent, manifestPresent] = await Promise.all([
+        glTarget.hasBlob(known.digest),
+        imageTarget.resolve(known.container.manifest.digest).then((d) => d !== undefined),
+      ]);
+      if (archivePresent && manifestPresent) return { kind: 'present', archive: { digest: known.digest, size: known.size }, image };
+    }
+    const members = await indexTar((start, length) => this.readRange(file, start, length), file.size, what);
+    const inspected = await inspectContainerArchive(members, (m: TarMember) => this.readRange(file, m.offset, m.size), want, what);
+    return {
+      kind: 'transfer',
+      ...(known ? { known } : {}),
+      image: {
+        manifest: { mediaType: inspected.manifest.mediaType, digest: inspected.manifest.digest, size: inspected.manifest.size },
+        manifestBytes: inspected.manifest.bytes,
+        platform: inspected.platform,
+      },
+      blobs: inspected.blobs,
+    };
+  }
 
-        const members = await indexTar((start, length) => this.readRange(file, start, length), file.size, what);
-        const inspected = await inspectContainerArchive(members, (m: TarMember) => this.readRange(file, m.offset, m.size), want, what);
-        const image: ContainerFacts = {
-          manifest: { mediaType: inspected.manifest.mediaType, digest: inspected.manifest.digest, size: inspected.manifest.size },
-          manifestBytes: inspected.manifest.bytes,
-          platform: inspected.platform,
-        };
-        const presence = await Promise.all(inspected.blobs.map((b) => imageTarget.hasBlob(b.digest)));
-        const missing = inspected.blobs.filter((_, i) => !presence[i]);
-        this.stats.blobsSkipped += inspected.blobs.length - missing.length;
+  /**
+   * Moves what `inspectArchive` found missing: the archive itself (a layer of the artifact manifest, in
+   * `glTarget`) and the image's blobs, byte for byte (in `imageTarget`). The caller pushes the image manifest.
+   */
+  async transferArchive(file: SourceFile, plan: ArchivePlan, glTarget: Target, imageTarget: Target): Promise<{ archive: PublishedBlob; image: ContainerFacts }> {
+    if (plan.kind === 'present') {
+      this.stats.blobsSkipped++;
+      return { archive: plan.archive, image: plan.image };
+    }
+    const what = this.what(file);
+    const { image } = plan;
+    let known = plan.known;
+    return this.limiter.run(() =>
+      this.withPassRetries(file, async () => {
+        const presence = await Promise.all(plan.blobs.map((b) => imageTarget.hasBlob(b.digest)));
+        const missing = plan.blobs.filter((_, i) => !presence[i]);
+        this.stats.blobsSkipped += plan.blobs.length - missing.length;
         const needArchive = known === undefined || !(await glTarget.hasBlob(known.digest));
         if (!needArchive) this.stats.blobsSkipped++;
+        const remember = async (archive: PublishedBlob): Promise<void> => {
+          known = { etag: file.etag, ...archive };
+          // Saved as soon as the archive is in: a retry then reads only the image blobs still missing.
+          await this.saveFacts(file, {
+            ...archive,
+            container: { manifest: image.manifest, manifestBytes: image.manifestBytes.toString('base64'), platform: image.platform },
+          });
+        };
 
-        let archive: PublishedBlob = known ? { digest: known.digest, size: known.size } : { digest: '', size: file.size };
         if (needArchive) {
           // One pass: the whole archive to one upload, each missing blob's byte range to its own.
           const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
           const source = await this.open(file);
           const wholeSink = passSink();
-          const slices: Slice[] = missing.map((b) => ({ start: b.member.offset, end: b.member.offset + b.size, sink: passSink() }));
-          const uploads: Array<Promise<unknown>> = [
-            guard(wholeSink, this.upload(glTarget, { ...(known ? { digest: known.digest } : {}), size: file.size, ...(md5 ? { md5 } : {}), what, once: true, open: async () => wholeSink }).then((r) => {
-              archive = { digest: r.digest, size: r.size };
-            })),
-            ...missing.map((b, i) => {
-              const sink = (slices[i] as Slice).sink;
-              return guard(sink, this.upload(imageTarget, { digest: b.digest, size: b.size, what: `${what} blob ${b.digest}`, once: true, open: async () => sink as PassThrough }));
-            }),
-          ];
-          await settleAll([fanOut(source, [wholeSink], slices, file.size, what), ...uploads], () => undefined);
+          // Each image blob's upload starts when the read reaches its bytes: one at a time besides the archive's,
+          // so a pass never waits for a connection that an upload further on holds (the pool is finite).
+          const blobUploads: Array<Promise<unknown>> = [];
+          const slices: Slice[] = missing.map((b) => {
+            const sink = passSink();
+            const upload = { digest: b.digest, size: b.size, what: `${what} blob ${b.digest}`, once: true, open: async () => sink };
+            return { start: b.member.offset, end: b.member.offset + b.size, sink, onStart: () => void blobUploads.push(handled(guard(sink, this.upload(imageTarget, upload)))) };
+          });
+          const reading = handled(fanOut(source, [wholeSink], slices, file.size, what));
+          // The archive blob is committed only when every image blob arrived intact: a bad archive leaves nothing.
+          const whole = {
+            ...(known ? { digest: known.digest } : {}),
+            size: file.size,
+            ...(md5 ? { md5 } : {}),
+            what,
+            once: true,
+            beforeCommit: async () => {
+              await reading;
+              await Promise.all(blobUploads);
+            },
+          };
+          const archiveUpload = handled(guard(wholeSink, this.upload(glTarget, { ...whole, open: async () => wholeSink })).then((r) => remember(r)));
+          const abortAll = (err: unknown): void => {
+            const error = err instanceof Error ? err : new Error(String(err));
+            wholeSink.destroy(error);
+            for (const sl of slices) sl.sink.destroy(error);
+          };
+          try {
+            await settleAll([reading, archiveUpload], abortAll);
+            await settleAll(blobUploads, abortAll);
+          } catch (err) {
+            await Promise.allSettled([archiveUpload, ...blobUploads]);
+            throw err;
+          }
         } else {
           // The archive is there already: read only the missing blobs, each from its own range.
           await settleAll(
@@ -363,18 +427,15 @@ export class FileTransfer {
                 digest: b.digest,
                 size: b.size,
                 what: `${what} blob ${b.digest}`,
-                open: () => this.open(file, { start: b.member.offset, end: b.member.offset + b.size - 1 }),
+                // An empty blob has no range to read.
+                open: async () => (b.size === 0 ? bufferStream(Buffer.alloc(0)) : this.open(file, { start: b.member.offset, end: b.member.offset + b.size - 1 })),
               }),
             ),
             () => undefined,
           );
         }
-        await this.saveFacts(file, {
-          digest: archive.digest,
-          size: archive.size,
-          container: { manifest: image.manifest, manifestBytes: image.manifestBytes.toString('base64'), platform: image.platform },
-        });
-        return { archive, image };
+        const k = known as SourceFacts;
+        return { archive: { digest: k.digest, size: k.size }, image };
       }),
     );
   }

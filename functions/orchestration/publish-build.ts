@@ -1,23 +1,28 @@
 /**
- * Publishes one build: the container image (container builds), the Garden Linux artifact manifest, and the
- * build's entries in the version index — always blobs, then manifests, then records, then the index, so that
- * nothing a reader can reach refers to something missing.
+ * Publishes one build, in phases that keep a reader of the registry from ever seeing half of it:
+ *
+ * 1. check — the metadata, the build's objects, the container archive and the sizes of what will be written
+ *    are all checked before anything is written, so bad input fails with the registry untouched;
+ * 2. blobs — every file, streamed once (several at a time);
+ * 3. manifests — the container image (container builds) and the Garden Linux artifact manifest;
+ * 4. records — the build's index entries, in the state store, now that everything they name exists;
+ * 5. the version index — rendered from all records of the version, until it settles (converge.ts).
  */
 import { buildArtifactManifest, type ArtifactLayer } from '../gardenlinux/artifact-manifest';
 import { mediaTypeForFile, PXE_BUNDLE_SUFFIX, UNKNOWN_MEDIA_TYPE } from '../gardenlinux/media-types';
 import { parseMetadata, type BuildMetadata } from '../gardenlinux/metadata';
 import { artifactManifestTag, baseFromMetadataKey, containerTag, flavorArch, objectsPrefix } from '../gardenlinux/naming';
-import type { IndexRecord } from '../gardenlinux/version-index';
+import { containerWinner, type IndexRecord } from '../gardenlinux/version-index';
 import { EMPTY_JSON } from '../oci/digest';
 import type { Descriptor } from '../oci/descriptor';
-import { OCI_MANIFEST } from '../oci/media-types';
+import { MAX_MANIFEST_BYTES, OCI_MANIFEST } from '../oci/media-types';
 import type { Target } from '../target/target';
-import { InputError, SourceError } from '../util/errors';
+import { InputError, IntegrityError, SourceError } from '../util/errors';
 import { mapLimit } from '../util/limiter';
 import type { PublishContext } from './context';
 import { TransferStats } from './context';
-import { convergeVersionIndex, type IndexUpdate } from './converge';
-import { FileTransfer, type ContainerFacts, type PublishedBlob, type SourceFile } from './file-transfer';
+import { convergeVersionIndex, readVersionIndex, type IndexUpdate } from './converge';
+import { FileTransfer, type ArchivePlan, type ContainerFacts, type PublishedBlob, type SourceFile } from './file-transfer';
 
 export interface BuildResult {
   base?: string;
@@ -25,7 +30,8 @@ export interface BuildResult {
   /** why a document was skipped */
   reason?: string;
   manifest?: { repository: string; tag: string; digest: string };
-  container?: { repository: string; tag: string; digest: string };
+  /** `tagged`: whether the tag now names this build's image (false: a newer build of the platform holds it) */
+  container?: { repository: string; tag: string; digest: string; tagged: boolean };
   indexes: IndexUpdate[];
   bytesUploaded: number;
   bytesRead: number;
@@ -34,6 +40,10 @@ export interface BuildResult {
 }
 
 const MAX_METADATA_BYTES = 1024 * 1024;
+/** What one build adds to a version index at most: its Garden Linux entry and its container entry. */
+const INDEX_ENTRIES_BYTES = 2 * 1024;
+/** Time to push a build's manifests and write its records. */
+const MANIFESTS_MS = 10_000;
 
 function skipped(reason: string, base?: string): BuildResult {
   return { ...(base ? { base } : {}), outcome: 'skipped', reason, indexes: [], bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
@@ -45,6 +55,7 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
   if (base === undefined) return skipped(`${key} is not a build metadata document (meta/singles/<base>)`);
   const log = ctx.logger.child({ base });
 
+  // 1. Check everything before writing anything.
   const doc = await ctx.source.get(key, { maxBytes: MAX_METADATA_BYTES });
   if (!doc) throw new SourceError(`${ctx.source.description}/${key} does not exist`);
   const parsed = parseMetadata(doc.bytes.toString('utf8'), base);
@@ -57,24 +68,61 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
     if (!info) throw new InputError(`${ctx.source.description}/${f.key} is listed in the metadata of ${base} but does not exist`);
     return { name: f.name, key: f.key, size: info.size, etag: info.etag, ...(f.md5 ? { md5: f.md5 } : {}) };
   });
+  checkManifestSize(build, files);
 
   const totalBytes = files.reduce((n, f) => n + f.size, 0);
   const stats = new TransferStats(log, () => totalBytes);
+  try {
+    return await publishFiles(ctx, build, files, stats, doc.info.lastModified);
+  } finally {
+    Object.assign(ctx.counters, {
+      bytesUploaded: stats.bytesUploaded,
+      bytesRead: stats.bytesRead,
+      blobsUploaded: stats.blobsUploaded,
+      blobsSkipped: stats.blobsSkipped,
+    });
+  }
+}
+
+async function publishFiles(
+  ctx: PublishContext,
+  build: BuildMetadata,
+  files: SourceFile[],
+  stats: TransferStats,
+  lastModified: Date | undefined,
+): Promise<BuildResult> {
+  const base = build.name.base;
+  const log = ctx.logger.child({ base });
+  const totalBytes = files.reduce((n, f) => n + f.size, 0);
   const transfer = new FileTransfer(ctx, stats, log);
   const main = ctx.targets.main;
   const containerRepo = ctx.containerRepositories[build.name.flavor];
   const imageTarget = containerRepo ? ctx.targets.repository(containerRepo) : main;
   const archiveName = `${base}.oci`;
-  const isContainer = build.platform === 'container' && files.some((f) => f.name === archiveName);
+  const archive = build.platform === 'container' ? files.find((f) => f.name === archiveName) : undefined;
+  const version = build.name.version;
+
+  const indexTargets = [ctx.indexTargets.main, ...(archive && containerRepo ? [ctx.indexTargets.repository(containerRepo)] : [])];
+  for (const t of indexTargets) {
+    // Also refuses early a tag that holds something other than an index.
+    const current = await readVersionIndex(t, version);
+    if ((current.size ?? 0) + INDEX_ENTRIES_BYTES > MAX_MANIFEST_BYTES) {
+      throw new InputError(`${t.display}:${version} is ${current.size} bytes; with this build it would exceed the 4 MiB registries accept`);
+    }
+  }
+  const plan: ArchivePlan | undefined = archive
+    ? await transfer.inspectArchive(archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch })
+    : undefined;
   log.info('publishing build', {
     files: files.length,
     bytes: totalBytes,
-    container: isContainer,
+    container: archive !== undefined,
+    ...(build.publishingGroup ? { publishingGroup: build.publishingGroup } : {}),
     repository: main.display,
-    ...(isContainer ? { imageRepository: imageTarget.display } : {}),
+    ...(archive ? { imageRepository: imageTarget.display } : {}),
   });
 
-  // 1. Blobs, several at once.
+  // 2. Blobs, several at once.
   let features: string | undefined;
   let image: ContainerFacts | undefined;
   const layers: ArtifactLayer[] = [];
@@ -91,8 +139,8 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
       const r = await transfer.release(file, main);
       features = r.features;
       addLayer(file.name, r.blob);
-    } else if (isContainer && file.name === archiveName) {
-      const r = await transfer.containerArchive(file, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch });
+    } else if (archive && plan && file === archive) {
+      const r = await transfer.transferArchive(file, plan, main, imageTarget);
       image = r.image;
       addLayer(file.name, r.archive);
     } else if (file.name.endsWith(PXE_BUNDLE_SUFFIX)) {
@@ -105,25 +153,17 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
   });
   await transfer.ensureBuffer(main, EMPTY_JSON, 'config blob {}');
 
-  // 2. Manifests.
+  // 3. Manifests.
+  ctx.deadline.ensure('pushing the manifests', MANIFESTS_MS);
   const featureSet = features ?? build.modifiers.join(',');
   if (features === undefined) log.warn('no GARDENLINUX_FEATURES in a .release file; using the metadata modifiers', { featureSet });
   const manifest = buildArtifactManifest(build.name, featureSet, layers);
-  const result: BuildResult = {
-    base,
-    outcome: 'unchanged',
-    indexes: [],
-    bytesUploaded: 0,
-    bytesRead: 0,
-    blobsUploaded: 0,
-    blobsSkipped: 0,
-  };
+  const result: BuildResult = { base, outcome: 'unchanged', indexes: [], bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
   let containerEntry: Descriptor | undefined;
   if (image !== undefined) {
     const img: ContainerFacts = image;
-    const tag = containerTag(build.name);
-    await putIfDifferent(imageTarget, img.manifestBytes, img.manifest.digest, img.manifest.mediaType, tag, stats);
-    result.container = { repository: imageTarget.display, tag, digest: img.manifest.digest };
+    // By digest for now: the tag goes to the newest build's image once the records are in (step 5).
+    await putIfDifferent(imageTarget, img.manifestBytes, img.manifest.digest, img.manifest.mediaType, img.manifest.digest, stats);
     // Container entries carry no annotations: consumers tell them apart by the missing cname (spec §4).
     containerEntry = { mediaType: img.manifest.mediaType, digest: img.manifest.digest, size: img.manifest.size, platform: img.platform };
   }
@@ -131,22 +171,26 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
   await putIfDifferent(main, manifest.bytes, manifest.digest, OCI_MANIFEST, glTag, stats);
   result.manifest = { repository: main.display, tag: glTag, digest: manifest.digest };
 
-  // 3. Records, then 4. the version indexes.
+  // 4. Records, then 5. the version indexes.
   const record: IndexRecord = {
     base,
     flavorArch: flavorArch(build.name),
-    buildTime: buildTime(build, doc.info.lastModified),
+    buildTime: buildTime(build, lastModified),
     gardenlinux: manifest.indexEntry,
   };
-  const version = build.name.version;
-  if (containerEntry && imageTarget === main) record.container = containerEntry;
+  if (containerEntry && !containerRepo) record.container = containerEntry;
   await ctx.state.putRecord(main.id, version, record);
-  if (containerEntry && imageTarget !== main) {
+  if (containerEntry && containerRepo) {
     const { gardenlinux: _gl, ...rest } = record;
     await ctx.state.putRecord(imageTarget.id, version, { ...rest, container: containerEntry });
   }
-  result.indexes.push(await convergeVersionIndex(ctx.state, main, version, log));
-  if (containerEntry && imageTarget !== main) result.indexes.push(await convergeVersionIndex(ctx.state, imageTarget, version, log));
+  for (const t of indexTargets) {
+    const { update, records } = await convergeVersionIndex(ctx.state, t, version, log, ctx.deadline);
+    result.indexes.push(update);
+    if (containerEntry && t.id === imageTarget.id) {
+      result.container = await tagNewestImage(ctx.indexTargets, imageTarget, containerRepo, containerTag(build.name), containerEntry, records, stats);
+    }
+  }
 
   const changed = stats.blobsUploaded > 0 || stats.manifestsWritten > 0 || result.indexes.some((i) => i.changed);
   return {
@@ -159,13 +203,61 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
   };
 }
 
+/**
+ * Refuses a build whose artifact manifest would exceed what registries accept, before any upload: the manifest's
+ * size does not depend on the digests, so it is measured with placeholders (sizes and PXE members at their
+ * largest).
+ */
+function checkManifestSize(build: BuildMetadata, files: readonly SourceFile[]): void {
+  const placeholder = `sha256:${'0'.repeat(64)}`;
+  const layers: ArtifactLayer[] = files.map((f) => ({ title: f.name, mediaType: mediaTypeForFile(f.name) ?? UNKNOWN_MEDIA_TYPE, digest: placeholder, size: Number.MAX_SAFE_INTEGER }));
+  if (files.some((f) => f.name.endsWith(PXE_BUNDLE_SUFFIX))) {
+    for (const m of ['vmlinuz', 'initrd', 'cmdline', 'root.squashfs']) {
+      layers.push({ title: `${m}${'_'.repeat(32)}`, mediaType: 'application/io.gardenlinux.squashfs', digest: placeholder, size: Number.MAX_SAFE_INTEGER });
+    }
+  }
+  try {
+    buildArtifactManifest(build.name, `${build.modifiers.join(',')}${'_'.repeat(512)}`, layers);
+  } catch (err) {
+    if (err instanceof InputError && /4 MiB/.test(err.message)) {
+      throw new InputError(`the artifact manifest of ${build.name.base} (${files.length} files) would exceed the 4 MiB registries accept`);
+    }
+    throw err;
+  }
+}
+
+/**
+ * Points `<arch>-<version>` at the image of the newest build of that platform, as the version index does: a
+ * build published late (a retry, an older event) does not take the tag from a newer one. Done after the index
+ * settled, from the same records, so the tag and the index agree.
+ */
+async function tagNewestImage(
+  targets: PublishContext['indexTargets'],
+  imageTarget: Target,
+  containerRepo: string | undefined,
+  tag: string,
+  ours: Descriptor,
+  records: readonly IndexRecord[],
+  stats: TransferStats,
+): Promise<NonNullable<BuildResult['container']>> {
+  const target = containerRepo ? targets.repository(containerRepo) : targets.main;
+  const winner = containerWinner(records, ours) ?? ours;
+  const result = { repository: imageTarget.display, tag, digest: ours.digest, tagged: winner.digest === ours.digest };
+  if ((await target.resolve(tag)) === winner.digest) return result;
+  const bytes = await target.getManifest(winner.digest);
+  if (!bytes) throw new InputError(`${target.display}@${winner.digest} is in the records but not in the registry`);
+  await target.putManifest(bytes.bytes, bytes.mediaType, tag);
+  stats.manifestsWritten++;
+  return result;
+}
+
 function buildTime(build: BuildMetadata, lastModified: Date | undefined): string {
   return (build.buildTime ?? lastModified ?? new Date()).toISOString();
 }
 
-async function putIfDifferent(target: Target, bytes: Buffer, digest: string, mediaType: string, tag: string, stats: TransferStats): Promise<void> {
-  if ((await target.resolve(tag)) === digest) return;
-  await target.putManifest(bytes, mediaType, tag);
+async function putIfDifferent(target: Target, bytes: Buffer, digest: string, mediaType: string, reference: string, stats: TransferStats): Promise<void> {
+  if ((await target.resolve(reference)) === digest) return;
+  const stored = await target.putManifest(bytes, mediaType, reference);
+  if (stored !== digest) throw new IntegrityError(`${target.display}:${reference} was stored with digest ${stored}, expected ${digest}`);
   stats.manifestsWritten++;
 }
-

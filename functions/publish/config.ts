@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { isRepositoryPath, parseTargetLocation, type TargetLocation } from '../registry/location';
+import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';
 import type { LogLevel } from '../util/log';
 
@@ -20,6 +21,16 @@ export interface Config {
   blobConcurrency: number;
   verifyMd5: boolean;
   logLevel: LogLevel;
+  /** buckets events may name; undefined: any (a deployment sets the buckets it subscribes to) */
+  allowedBuckets?: string[];
+  registryTimeoutMs: number;
+  /** chunk size once a registry refuses large bodies, or always with `chunkedUploads` */
+  uploadChunkBytes: number;
+  chunkedUploads: boolean;
+  /** registry failures in a row after which a job stops retrying */
+  maxConsecutiveFailures: number;
+  /** time kept back at the end of an invocation to stop cleanly and report */
+  stopMarginMs: number;
 }
 
 export class ConfigError extends InputError {
@@ -38,7 +49,7 @@ const Env = z.object({
   REGISTRY: z.string({ message: 'REGISTRY is required' }).min(1, 'REGISTRY is required'),
   REGISTRY_USERNAME: z.string().min(1).optional(),
   REGISTRY_PASSWORD: z.string().min(1).optional(),
-  STATE_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'STATE_BUCKET must be an S3 bucket name').optional(),
+  STATE_BUCKET: z.string().regex(BUCKET_NAME, 'STATE_BUCKET must be an S3 bucket name').optional(),
   STATE_PREFIX: z
     .string()
     .default('oci-publisher/')
@@ -61,6 +72,33 @@ const Env = z.object({
     .default(4),
   VERIFY_MD5: bool('VERIFY_MD5').default(true),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error'], { message: 'LOG_LEVEL must be debug, info, warn or error' }).default('info'),
+  ALLOWED_BUCKETS: z
+    .string()
+    .transform((v) => v.split(',').map((b) => b.trim()).filter((b) => b !== ''))
+    .refine((list) => list.every((b) => BUCKET_NAME.test(b)), 'ALLOWED_BUCKETS must be a comma-separated list of S3 bucket names')
+    .optional(),
+  REGISTRY_TIMEOUT_SECONDS: z.coerce
+    .number({ message: 'REGISTRY_TIMEOUT_SECONDS must be a number' })
+    .positive('REGISTRY_TIMEOUT_SECONDS must be positive')
+    .max(900, 'REGISTRY_TIMEOUT_SECONDS must be at most 900')
+    .default(60),
+  UPLOAD_CHUNK_MIB: z.coerce
+    .number({ message: 'UPLOAD_CHUNK_MIB must be a number' })
+    .min(1, 'UPLOAD_CHUNK_MIB must be at least 1')
+    .max(1024, 'UPLOAD_CHUNK_MIB must be at most 1024')
+    .default(16),
+  CHUNKED_UPLOADS: bool('CHUNKED_UPLOADS').default(false),
+  MAX_CONSECUTIVE_FAILURES: z.coerce
+    .number({ message: 'MAX_CONSECUTIVE_FAILURES must be a number' })
+    .int('MAX_CONSECUTIVE_FAILURES must be a whole number')
+    .min(1, 'MAX_CONSECUTIVE_FAILURES must be at least 1')
+    .max(100, 'MAX_CONSECUTIVE_FAILURES must be at most 100')
+    .default(8),
+  STOP_MARGIN_SECONDS: z.coerce
+    .number({ message: 'STOP_MARGIN_SECONDS must be a number' })
+    .min(0, 'STOP_MARGIN_SECONDS must not be negative')
+    .max(600, 'STOP_MARGIN_SECONDS must be at most 600')
+    .default(30),
 });
 
 const Repositories = z.record(
@@ -121,5 +159,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     blobConcurrency: e.BLOB_CONCURRENCY,
     verifyMd5: e.VERIFY_MD5,
     logLevel: e.LOG_LEVEL,
+    ...(e.ALLOWED_BUCKETS ? { allowedBuckets: e.ALLOWED_BUCKETS } : {}),
+    registryTimeoutMs: e.REGISTRY_TIMEOUT_SECONDS * 1000,
+    uploadChunkBytes: Math.round(e.UPLOAD_CHUNK_MIB * 1024 * 1024),
+    chunkedUploads: e.CHUNKED_UPLOADS,
+    maxConsecutiveFailures: e.MAX_CONSECUTIVE_FAILURES,
+    stopMarginMs: e.STOP_MARGIN_SECONDS * 1000,
   };
 }

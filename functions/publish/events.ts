@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { isVersion, metadataKey } from '../gardenlinux/naming';
+import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';
 
 export type JobOrigin = 's3' | 'eventbridge' | 'sqs' | 'manual';
@@ -77,7 +78,7 @@ const SqsEvent = z.looseObject({
 
 const versionField = z.string().refine(isVersion, 'expected a Garden Linux version such as 1877.3 or 2150.0.0');
 const baseField = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'expected a base name such as container-amd64-1877.3-75df9f40');
-const bucketField = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'expected an S3 bucket name');
+const bucketField = z.string().regex(BUCKET_NAME, 'expected an S3 bucket name');
 
 const ManualPublish = z
   .strictObject({

@@ -4,6 +4,7 @@
  * and the on-failure destination receives it; an SQS batch instead answers with the failed message ids.
  */
 import type { Context } from 'aws-lambda';
+import { Deadline } from '../util/deadline';
 import { describeError } from '../util/errors';
 import { Logger } from '../util/log';
 import { loadConfig, type Config } from './config';
@@ -68,14 +69,21 @@ export function createHandler(options: HandlerOptions = {}) {
       throw err;
     }
 
+    // One deadline for all jobs of the invocation: Lambda stops the whole of it.
+    const remaining = typeof context?.getRemainingTimeInMillis === 'function' ? context.getRemainingTimeInMillis.bind(context) : undefined;
+    const deadline = new Deadline(remaining, rt.config.stopMarginMs);
     const summaries: JobSummary[] = [];
-    for (const job of normalised.jobs) {
-      const jobLog = log.child('key' in job ? { bucket: job.bucket, key: job.key } : { job: job.kind });
-      const summary = await runJob(rt, job, jobLog);
-      summaries.push(summary);
-      const fields = { ...summary };
-      if (summary.outcome === 'failed') jobLog.error('job failed', fields);
-      else jobLog.info(summary.outcome === 'skipped' ? 'job skipped' : 'job finished', fields);
+    try {
+      for (const job of normalised.jobs) {
+        const jobLog = log.child('key' in job ? { bucket: job.bucket, key: job.key } : { job: job.kind });
+        const summary = await runJob(rt, job, jobLog, deadline);
+        summaries.push(summary);
+        const fields = { ...summary };
+        if (summary.outcome === 'failed') jobLog.error('job failed', fields);
+        else jobLog.info(summary.outcome === 'skipped' ? 'job skipped' : 'job finished', fields);
+      }
+    } finally {
+      deadline.dispose();
     }
 
     if (normalised.sqs) {

@@ -2,9 +2,10 @@
 import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
 import { convergeVersionIndex, type IndexUpdate } from '../orchestration/converge';
-import { publishBuild } from '../orchestration/publish-build';
+import { publishBuild, type BuildResult } from '../orchestration/publish-build';
 import { StateStore } from '../storage/state-store';
-import type { Target } from '../target/target';
+import type { Target, TargetSet } from '../target/target';
+import { Deadline } from '../util/deadline';
 import { describeError, InputError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import type { Job } from './events';
@@ -24,7 +25,7 @@ export interface JobSummary {
   errorKind?: string;
   errorCode?: string;
   manifest?: { repository: string; tag: string; digest: string };
-  container?: { repository: string; tag: string; digest: string };
+  container?: BuildResult['container'];
   indexes?: IndexUpdate[];
   aliases?: AliasResult;
   bytesUploaded: number;
@@ -36,6 +37,15 @@ export interface JobSummary {
   s3RequestId?: string;
 }
 
+/** Buckets come from events, so they are checked against the configured allow-list (spec §6, README). */
+function allowed(rt: Runtime, bucket: string): string {
+  const list = rt.config.allowedBuckets;
+  if (list !== undefined && !list.includes(bucket)) {
+    throw new InputError(`the bucket "${bucket}" is not one this publisher reads (ALLOWED_BUCKETS: ${list.join(', ')})`);
+  }
+  return bucket;
+}
+
 function stateFor(rt: Runtime, bucket: string | undefined): StateStore {
   const stateBucket = rt.config.stateBucket ?? bucket;
   if (stateBucket === undefined) throw new InputError('no bucket for the publisher state: set STATE_BUCKET or name a bucket in the payload');
@@ -43,19 +53,22 @@ function stateFor(rt: Runtime, bucket: string | undefined): StateStore {
 }
 
 /** The main repository and every configured container sub-repository, each once. */
-function allTargets(rt: Runtime): Target[] {
+function allTargets(targets: TargetSet, rt: Runtime): Target[] {
   const subs = [...new Set(Object.values(rt.config.containerRepositories))];
-  return [rt.targets.main, ...subs.map((s) => rt.targets.repository(s))];
+  return [targets.main, ...subs.map((s) => targets.repository(s))];
 }
 
-function subRepository(rt: Runtime, name: string): Target {
+function subRepository(targets: TargetSet, rt: Runtime, name: string): Target {
   if (!Object.values(rt.config.containerRepositories).includes(name)) {
     throw new InputError(`"${name}" is not one of the configured container repositories (CONTAINER_REPOSITORIES)`);
   }
-  return rt.targets.repository(name);
+  return targets.repository(name);
 }
 
-export async function runJob(rt: Runtime, job: Job, logger: Logger): Promise<JobSummary> {
+/** A job is not started with less time than this left. */
+const MIN_JOB_MS = 5_000;
+
+export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: Deadline = Deadline.none()): Promise<JobSummary> {
   const started = Date.now();
   const counters = { bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
   const ids = { ...('messageId' in job && job.messageId ? { messageId: job.messageId } : {}) };
@@ -81,17 +94,21 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger): Promise<Job
           key: job.key,
           ...(job.s3RequestId ? { s3RequestId: job.s3RequestId } : {}),
         });
-        const source = rt.storeFor(job.bucket);
+        const source = rt.storeFor(allowed(rt, job.bucket));
+        deadline.ensure(`publishing ${job.key}`, MIN_JOB_MS);
         const r = await publishBuild(
           {
             source,
             sourceName: job.bucket,
             state: stateFor(rt, job.bucket),
-            targets: rt.targets,
+            targets: rt.targets.forJob(deadline.signal),
+            indexTargets: rt.targets.forJob(),
             containerRepositories: rt.config.containerRepositories,
             logger,
             blobConcurrency: rt.config.blobConcurrency,
             verifyMd5: rt.config.verifyMd5,
+            deadline,
+            counters,
           },
           job.key,
         );
@@ -100,23 +117,28 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger): Promise<Job
       }
       case 'reindex': {
         Object.assign(where, { version: job.version, ...(job.bucket ? { bucket: job.bucket } : {}) });
-        const state = stateFor(rt, job.bucket);
+        const state = stateFor(rt, job.bucket === undefined ? undefined : allowed(rt, job.bucket));
         const indexes: IndexUpdate[] = [];
-        for (const target of allTargets(rt)) {
+        const targets = rt.targets.forJob();
+        for (const target of allTargets(targets, rt)) {
           const listed = await state.listRecords(target.id, job.version);
-          if (listed.length === 0 && target !== rt.targets.main) continue;
-          indexes.push(await convergeVersionIndex(state, target, job.version, logger));
+          if (listed.length === 0 && target !== targets.main) continue;
+          indexes.push((await convergeVersionIndex(state, target, job.version, logger, deadline)).update);
         }
         return done({ ...where, outcome: indexes.some((i) => i.changed) ? 'published' : 'unchanged', indexes });
       }
       case 'tag': {
         Object.assign(where, { version: job.version });
-        const target = job.repository ? subRepository(rt, job.repository) : rt.targets.main;
+        deadline.ensure(`tagging ${job.version}`, MIN_JOB_MS);
+        const targets = rt.targets.forJob();
+        const target = job.repository ? subRepository(targets, rt, job.repository) : targets.main;
         const aliases = await tagAliases(target, job.version, job.tags, logger);
         return done({ ...where, outcome: aliases.tags.some((t) => t.changed) ? 'published' : 'unchanged', aliases });
       }
     }
-  } catch (err) {
+  } catch (caught) {
+    // Once the time is up, whatever broke next (an aborted stream, a cancelled request) broke because of it.
+    const err = deadline.signal.aborted && !(caught instanceof PublishError) ? deadline.signal.reason : caught;
     const code = (err as { code?: unknown }).code;
     return done({
       ...where,

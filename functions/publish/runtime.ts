@@ -24,6 +24,10 @@ export function createRuntime(config: Config, logger: Logger): Runtime {
           host: config.target.host,
           repository: config.target.repository,
           logger,
+          timeoutMs: config.registryTimeoutMs,
+          chunkBytes: config.uploadChunkBytes,
+          chunkedUploads: config.chunkedUploads,
+          maxConsecutiveFailures: config.maxConsecutiveFailures,
           ...(config.credentials ? { credentials: config.credentials } : {}),
         });
   const local = config.sourceDir ? new DirectoryStore(config.sourceDir) : undefined;

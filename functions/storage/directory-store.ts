@@ -88,6 +88,7 @@ export class DirectoryStore implements ObjectStore {
     return createReadStream(this.path(key), {
       ...(options.start !== undefined ? { start: options.start } : {}),
       ...(options.end !== undefined ? { end: options.end } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
       highWaterMark: 1 << 20,
     });
   }

@@ -24,6 +24,8 @@ export interface OpenOptions {
   start?: number;
   /** last byte, inclusive */
   end?: number;
+  /** stops the read (the job's time is up) */
+  signal?: AbortSignal;
 }
 
 export interface ObjectStore {
@@ -36,3 +38,6 @@ export interface ObjectStore {
   open(key: string, options?: OpenOptions): Promise<Readable>;
   put(key: string, body: Buffer, contentType?: string): Promise<void>;
 }
+
+/** S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit. */
+export const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;

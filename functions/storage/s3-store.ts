@@ -104,6 +104,7 @@ export class S3Store implements ObjectStore {
         ...(range ? { Range: range } : {}),
         ...(options.etag ? { IfMatch: `"${options.etag}"` } : {}),
       }),
+      options.signal ? { abortSignal: options.signal } : {},
     );
   }
 
@@ -114,6 +115,10 @@ export class S3Store implements ObjectStore {
     } catch (err) {
       if (isMissing(err)) return undefined;
       this.fail('reading', key, err);
+    }
+    if (options.etag !== undefined && res.ETag !== undefined && unquote(res.ETag) !== options.etag) {
+      (res.Body as Readable | undefined)?.destroy();
+      throw new SourceError(`reading s3://${this.bucket}/${key}: the object changed while it was being published`);
     }
     const size = res.ContentLength ?? 0;
     if (options.maxBytes !== undefined && size > options.maxBytes) {

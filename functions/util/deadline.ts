@@ -1,0 +1,71 @@
+/**
+ * The time a job has. In Lambda it comes from `context.getRemainingTimeInMillis()`; a margin is kept for
+ * reporting. Work is checked against it before it starts (a blob upload whose estimated time does not fit is not
+ * begun), and at the margin an abort signal stops transfers still running. The version index is never
+ * interrupted: a round of it only starts when it can finish.
+ */
+import { setMaxListeners } from 'node:events';
+import { PublishError } from './errors';
+
+export class TimeoutError extends PublishError {
+  constructor(message: string) {
+    // Retryable: the next attempt finds what this one finished and goes on from there.
+    super('timeout', message, { retryable: true });
+    this.name = 'TimeoutError';
+  }
+}
+
+export class Deadline {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+
+  /**
+   * @param remainingMs time left, measured now (Lambda's getRemainingTimeInMillis); undefined: no limit
+   * @param marginMs kept back for reporting after the work stops
+   */
+  constructor(
+    private readonly remainingMs: (() => number) | undefined,
+    private readonly marginMs: number,
+  ) {
+    // Every request and read of the job listens to the signal; dozens at once are expected, not a leak.
+    setMaxListeners(1000, this.controller.signal);
+    if (remainingMs !== undefined) {
+      // Polled rather than timed once: the clock is whatever remainingMs says (Lambda's, or a test's).
+      const check = (): void => {
+        if (remainingMs() - marginMs > 0) return;
+        this.controller.abort(new TimeoutError(`stopped: the invocation's time ran out (margin ${Math.round(marginMs / 1000)} s)`));
+        this.dispose();
+      };
+      check();
+      if (!this.signal.aborted) this.timer = setInterval(check, 200).unref();
+    }
+  }
+
+  static none(): Deadline {
+    return new Deadline(undefined, 0);
+  }
+
+  /** Aborted when the time is up: in-flight transfers stop (a half-sent blob is never committed). */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** Milliseconds of work still allowed (Infinity without a limit). */
+  left(): number {
+    return this.remainingMs === undefined ? Infinity : this.remainingMs() - this.marginMs;
+  }
+
+  /** Throws a TimeoutError unless `neededMs` more work fits: called before starting something. */
+  ensure(what: string, neededMs: number): void {
+    if (this.signal.aborted) throw this.signal.reason as Error;
+    const left = this.left();
+    if (left < neededMs) {
+      throw new TimeoutError(`stopped before ${what}: it needs about ${Math.ceil(neededMs / 1000)} s and ${Math.max(0, Math.floor(left / 1000))} s are left`);
+    }
+  }
+
+  dispose(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
