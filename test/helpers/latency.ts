@@ -22,14 +22,17 @@ function slow(target: Target, maxMs: number): Target {
   };
 }
 
+function slowSet(set: TargetSet, maxMs: number): TargetSet {
+  return {
+    main: slow(set.main, maxMs),
+    repository: (p) => slow(set.repository(p), maxMs),
+    forJob: (signal) => slowSet(set.forJob(signal), maxMs),
+  };
+}
+
 export function withLatency(maxMs: number): (config: Config, logger: Logger) => Runtime {
   return (config, logger) => {
     const rt = createRuntime(config, logger);
-    const targets: TargetSet = {
-      main: slow(rt.targets.main, maxMs),
-      repository: (p) => slow(rt.targets.repository(p), maxMs),
-      close: () => rt.targets.close(),
-    };
-    return { ...rt, targets };
+    return { ...rt, targets: slowSet(rt.targets, maxMs) };
   };
 }

@@ -165,7 +165,7 @@ describe('Authenticator: Basic', () => {
 describe('Authenticator: Bearer', () => {
   it('fetches a token with service and every scope as query parameters, with Basic credentials', async () => {
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => 1_000_000);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => 1_000_000 });
     await auth.onChallenge(HOST, bearer({ scope: PULL }), [PUSH], false);
     assert.equal(server.calls.length, 1);
     const call = server.calls[0];
@@ -208,7 +208,7 @@ describe('Authenticator: Bearer', () => {
 
   it('caches tokens per scope set, whatever the order of the scopes', async () => {
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => 0);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => 0 });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     assert.equal(server.calls.length, 1);
     assert.equal(await auth.authorization(HOST, [PUSH]), 'Bearer token-1');
@@ -224,7 +224,7 @@ describe('Authenticator: Bearer', () => {
   it('refreshes a token when less than a minute of its life is left', async () => {
     let now = 1_000_000;
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => now);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => now });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false); // expires_in 300 → lives until now + 300 s
     now += 200_000; // 100 s left
     assert.equal(await auth.authorization(HOST, [PUSH]), 'Bearer token-1');
@@ -241,7 +241,7 @@ describe('Authenticator: Bearer', () => {
   it('ensureFresh renews a token close to expiry before a long upload', async () => {
     let now = 0;
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => now);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => now });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     now = 250_000;
     await auth.ensureFresh(HOST, [PUSH]);
@@ -255,7 +255,7 @@ describe('Authenticator: Bearer', () => {
     // for the very next request (GHCR answers without expires_in).
     let now = 5_000_000;
     const server = tokenServer((_c, n) => ({ status: 200, body: JSON.stringify({ token: `plain-${n}` }) }));
-    const auth = new Authenticator(CREDS, server.fetch, () => now);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => now });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     now += 1_000;
     assert.equal(await auth.authorization(HOST, [PUSH]), 'Bearer plain-1');
@@ -264,7 +264,7 @@ describe('Authenticator: Bearer', () => {
 
   it('fetches a fresh token when a request that carried one is challenged again', async () => {
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => 0);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => 0 });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     assert.equal(await auth.authorization(HOST, [PUSH]), 'Bearer token-1');
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], true);
@@ -274,7 +274,7 @@ describe('Authenticator: Bearer', () => {
 
   it('a request sent before the scheme was known reuses the token a concurrent request fetched', async () => {
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => 0);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => 0 });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     assert.equal(server.calls.length, 1);
@@ -283,7 +283,7 @@ describe('Authenticator: Bearer', () => {
 
   it('widens the scope set when the challenge names a scope the request lacked', async () => {
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => 0);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => 0 });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     await auth.onChallenge(HOST, bearer({ scope: OTHER, error: 'insufficient_scope' }), [PUSH], true);
     assert.equal(server.calls.length, 2);
@@ -294,7 +294,7 @@ describe('Authenticator: Bearer', () => {
 
   it('insufficient_scope for scopes the token already had means access is denied', async () => {
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => 0);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => 0 });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     const err = await assertRegistryError(
       auth.onChallenge(HOST, bearer({ scope: PUSH, error: 'insufficient_scope' }), [PUSH], true),
@@ -315,7 +315,7 @@ describe('Authenticator: Bearer', () => {
       if (n > 1) await gate;
       return { status: 200, body: JSON.stringify({ token: `token-${n}`, expires_in: 300 }) };
     });
-    const auth = new Authenticator(CREDS, server.fetch, () => now);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => now });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     now = 290_000; // expired by the margin: the next requests need a new token
     const all = Promise.all([auth.authorization(HOST, [PUSH]), auth.authorization(HOST, [PUSH]), auth.ensureFresh(HOST, [PUSH]), auth.authorization(HOST, [PUSH])]);
@@ -329,7 +329,7 @@ describe('Authenticator: Bearer', () => {
 
   it('concurrent first requests for different scope sets fetch separately', async () => {
     const server = tokenServer();
-    const auth = new Authenticator(CREDS, server.fetch, () => 0);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => 0 });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     const [a, b] = await Promise.all([auth.authorization(HOST, [OTHER]), auth.authorization(HOST, [PULL])]);
     assert.notEqual(a, b);
@@ -341,7 +341,7 @@ describe('Authenticator: Bearer', () => {
     const server = tokenServer((_c, n) =>
       n === 2 ? { status: 503, body: 'unavailable' } : { status: 200, body: JSON.stringify({ token: `token-${n}`, expires_in: 300 }) },
     );
-    const auth = new Authenticator(CREDS, server.fetch, () => now);
+    const auth = new Authenticator(CREDS, server.fetch, { now: () => now });
     await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
     now = 300_000;
     const err = await assertRegistryError(auth.authorization(HOST, [PUSH]), 'UNKNOWN', /HTTP 503/);
@@ -418,5 +418,26 @@ describe('Authenticator: unusable challenges', () => {
   it('an unknown scheme is unusable', async () => {
     const auth = new Authenticator(CREDS, tokenServer().fetch);
     await assertRegistryError(auth.onChallenge(HOST, 'Negotiate abc', [PUSH], false), 'UNAUTHORIZED', /Negotiate/);
+  });
+});
+
+describe('Authenticator: a token realm in clear text', () => {
+  it('sends no credentials to an http:// realm of an HTTPS registry', async () => {
+    const server = tokenServer();
+    const auth = new Authenticator(CREDS, server.fetch, { httpsOnly: true });
+    await assert.rejects(auth.onChallenge(HOST, bearer({ realm: 'http://auth.example.com/token', scope: PUSH }), [PUSH], false), (err: unknown) => {
+      assert.ok(err instanceof RegistryError);
+      assert.equal(err.code, 'UNAUTHORIZED');
+      assert.match(err.message, /token realm http:\/\/auth\.example\.com, which is not HTTPS; refusing to send credentials there/);
+      return true;
+    });
+    assert.equal(server.calls.length, 0);
+  });
+
+  it('uses an https:// realm as usual', async () => {
+    const server = tokenServer();
+    const auth = new Authenticator(CREDS, server.fetch, { httpsOnly: true });
+    await auth.onChallenge(HOST, bearer({ scope: PUSH }), [PUSH], false);
+    assert.equal(server.calls.length, 1);
   });
 });

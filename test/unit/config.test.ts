@@ -32,6 +32,11 @@ describe('loadConfig: defaults', () => {
       blobConcurrency: 4,
       verifyMd5: true,
       logLevel: 'info',
+      registryTimeoutMs: 60_000,
+      uploadChunkBytes: 16 * 1024 * 1024,
+      chunkedUploads: false,
+      maxConsecutiveFailures: 8,
+      stopMarginMs: 30_000,
     });
     assert.equal('credentials' in config, false);
     assert.equal('stateBucket' in config, false);
@@ -59,6 +64,12 @@ describe('loadConfig: defaults', () => {
       BLOB_CONCURRENCY: '8',
       VERIFY_MD5: 'false',
       LOG_LEVEL: 'debug',
+      ALLOWED_BUCKETS: 'gardenlinux-github-releases, gl-state.bucket',
+      REGISTRY_TIMEOUT_SECONDS: '2.5',
+      UPLOAD_CHUNK_MIB: '5',
+      CHUNKED_UPLOADS: 'true',
+      MAX_CONSECUTIVE_FAILURES: '3',
+      STOP_MARGIN_SECONDS: '0.5',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl/nightly' },
@@ -71,6 +82,12 @@ describe('loadConfig: defaults', () => {
       blobConcurrency: 8,
       verifyMd5: false,
       logLevel: 'debug',
+      allowedBuckets: ['gardenlinux-github-releases', 'gl-state.bucket'],
+      registryTimeoutMs: 2500,
+      uploadChunkBytes: 5 * 1024 * 1024,
+      chunkedUploads: true,
+      maxConsecutiveFailures: 3,
+      stopMarginMs: 500,
     });
   });
 
@@ -98,6 +115,11 @@ describe('loadConfig: defaults', () => {
       blobConcurrency: 4,
       verifyMd5: true,
       logLevel: 'info',
+      registryTimeoutMs: 60_000,
+      uploadChunkBytes: 16 * 1024 * 1024,
+      chunkedUploads: false,
+      maxConsecutiveFailures: 8,
+      stopMarginMs: 30_000,
     });
   });
 
@@ -287,5 +309,16 @@ describe('loadConfig: booleans and log level', () => {
 
   it('refuses an AWS_ENDPOINT_URL_S3 that is not a URL', () => {
     assertConfigError({ ...base, AWS_ENDPOINT_URL_S3: 'localhost 4568' }, /AWS_ENDPOINT_URL_S3/);
+  });
+});
+
+describe('loadConfig: reliability settings', () => {
+  it('rejects values out of range, naming the variable', () => {
+    assertConfigError({ REGISTRY, ALLOWED_BUCKETS: 'good-bucket,Bad_Bucket' }, /ALLOWED_BUCKETS must be a comma-separated list of S3 bucket names/);
+    assertConfigError({ REGISTRY, REGISTRY_TIMEOUT_SECONDS: '0' }, /REGISTRY_TIMEOUT_SECONDS must be positive/);
+    assertConfigError({ REGISTRY, UPLOAD_CHUNK_MIB: '0.5' }, /UPLOAD_CHUNK_MIB must be at least 1/);
+    assertConfigError({ REGISTRY, MAX_CONSECUTIVE_FAILURES: '2.5' }, /MAX_CONSECUTIVE_FAILURES must be a whole number/);
+    assertConfigError({ REGISTRY, STOP_MARGIN_SECONDS: '-1' }, /STOP_MARGIN_SECONDS must not be negative/);
+    assertConfigError({ REGISTRY, CHUNKED_UPLOADS: 'sometimes' }, /CHUNKED_UPLOADS must be true or false/);
   });
 });

@@ -184,3 +184,19 @@ describe('parseTargetLocation: refusals', () => {
     assertInputError('ftp://example.com/gl', /"ftp:\/\/example\.com\/gl"/);
   });
 });
+
+describe('parseTargetLocation: credentials in the location', () => {
+  for (const value of ['https://robot:ghp_SECRETTOKEN@ghcr.io/gardenlinux/gardenlinux', 'robot:ghp_SECRETTOKEN@ghcr.io/gardenlinux/gardenlinux', 'http://robot@127.0.0.1:5000/gl']) {
+    it(`refuses ${value.replace('ghp_SECRETTOKEN', '…')} without repeating it`, () => {
+      assert.throws(
+        () => parseTargetLocation(value),
+        (err: unknown) => {
+          assert.ok(err instanceof Error);
+          assert.match(err.message, /must not contain credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD/);
+          assert.ok(!err.message.includes('SECRETTOKEN') && !err.message.includes('robot'));
+          return true;
+        },
+      );
+    });
+  }
+});

@@ -1,0 +1,98 @@
+/**
+ * Every kind of registry request fails once, in every way a registry fails, during a full publication (a
+ * container build and a PXE build): the publication still completes, with the right index and digests, and S3
+ * objects are read again only as far as the failure made necessary.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import type { JobSummary } from '../../functions/publish/run-job';
+import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
+import { sampleBuild } from '../../tools/sample-builds';
+import { clientSandbox, type ClientSandbox } from '../helpers/clients';
+import { BUCKET, expectedIndex, glTag, parse, sha256 } from '../helpers/expectations';
+import { startFaultProxy, type Fault, type FaultProxy, type RequestKind } from '../helpers/fault-proxy';
+import { PASSWORD, startTokenRegistry, USER, type RegistryStack } from '../helpers/registry-stack';
+
+const KINDS: RequestKind[] = ['blob-head', 'upload-post', 'upload-patch', 'upload-put', 'manifest-get', 'manifest-put', 'token'];
+const FAULTS: Array<[string, Fault]> = [
+  ['500', { type: 'status', status: 500 }],
+  ['502', { type: 'status', status: 502 }],
+  ['503', { type: 'status', status: 503 }],
+  ['429 with Retry-After', { type: 'status', status: 429, retryAfter: '1' }],
+  ['connection reset', { type: 'reset', afterBytes: 100 }],
+  ['stall past the timeout', { type: 'stall' }],
+];
+
+export const FAULT_CASES = KINDS.length * FAULTS.length;
+
+describe(`fault matrix: ${KINDS.length} request kinds x ${FAULTS.length} faults`, { concurrency: 4 }, () => {
+  let stack: RegistryStack;
+  let s3: LocalS3;
+  let clients: ClientSandbox;
+  const proxies: FaultProxy[] = [];
+  const builds = [sampleBuild({ flavor: 'container', arch: 'amd64', imageSize: 300_000 }), sampleBuild({ flavor: 'metal_pxe', arch: 'arm64', pxe: true, imageSize: 300_000 })];
+  const totalBytes = builds.flatMap((b) => b.files).reduce((n, f) => n + f.data.length, 0);
+  const largestFile = Math.max(...builds.flatMap((b) => b.files).map((f) => f.data.length));
+
+  before(async () => {
+    [stack, s3, clients] = await Promise.all([startTokenRegistry(), startLocalS3([BUCKET]), clientSandbox()]);
+    for (const b of builds) await uploadBuild(s3.client, BUCKET, b);
+  });
+  after(async () => {
+    await Promise.all(proxies.map((p) => p.close()));
+    await Promise.all([stack?.stop(), s3?.close(), clients?.cleanup()]);
+  });
+
+  let n = 0;
+  for (const kind of KINDS) {
+    for (const [name, fault] of FAULTS) {
+      const id = ++n;
+      it(`${kind}: ${name}`, async () => {
+        const proxy = await startFaultProxy();
+        proxies.push(proxy);
+        proxy.setUpstream(stack.registry.url, stack.tokens.realm.replace(/\/token$/, ''));
+        proxy.rules.push({ kind, fault, times: 1 });
+        const repo = `faults/case${id}`;
+        const env = {
+          ...s3.env,
+          REGISTRY: `http://${proxy.host}/${repo}`,
+          REGISTRY_USERNAME: USER,
+          REGISTRY_PASSWORD: PASSWORD,
+          REGISTRY_TIMEOUT_SECONDS: '1',
+          // Each case starts with no digests remembered, so every case reads and uploads everything.
+          STATE_PREFIX: `oci-publisher/case${id}/`,
+        };
+        const jobs: JobSummary[] = [];
+        await Promise.all(
+          builds.map(async (b) => {
+            try {
+              jobs.push(...((await createHandler({ env, logSink: () => undefined })(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs);
+            } catch (err) {
+              if (err instanceof JobsFailedError) jobs.push(...err.summaries);
+              else throw err;
+            }
+          }),
+        );
+        assert.deepEqual(jobs.map((j) => j.outcome), ['published', 'published'], JSON.stringify(jobs.filter((j) => j.outcome !== 'published')));
+        assert.ok(proxy.log.some((e) => e.kind === kind && e.faulted), `the ${kind} fault was injected`);
+
+        // Every file once, the one whose upload failed once more at most, and the ranged reads that locate the
+        // container archive's members (a few small windows).
+        const read = jobs.reduce((s, j) => s + j.bytesRead, 0);
+        assert.ok(read <= totalBytes + largestFile + 64 * 1024, `read ${read} bytes from S3 for ${totalBytes} bytes of files`);
+
+        // The result, checked straight at the registry (not through the proxy).
+        const creds = ['--creds', `${USER}:${PASSWORD}`, '--tls-verify=false'];
+        const gl = new Map<string, { digest: string; size: number }>();
+        for (const b of builds) {
+          const raw = await clients.skopeo(['inspect', '--raw', ...creds, `docker://${stack.registry.host}/${repo}:${glTag(b)}`]);
+          gl.set(b.base, { digest: sha256(raw), size: Buffer.byteLength(raw) });
+        }
+        const index = parse(await clients.skopeo(['inspect', '--raw', ...creds, `docker://${stack.registry.host}/${repo}:1877.3`]));
+        assert.deepEqual(index, expectedIndex(builds, gl));
+        await proxy.close();
+      });
+    }
+  }
+});

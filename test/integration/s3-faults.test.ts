@@ -1,0 +1,126 @@
+/**
+ * S3 failing under the publisher: a file the metadata lists is missing, a file changes between the listing and
+ * the read (caught by its ETag), requests are throttled. Each ends clearly, and nothing is written that refers to
+ * a missing blob.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { request } from 'undici';
+import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createRuntime } from '../../functions/publish/runtime';
+import type { JobSummary } from '../../functions/publish/run-job';
+import type { ObjectStore } from '../../functions/storage/object-store';
+import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
+import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
+import { BUCKET, glTag } from '../helpers/expectations';
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
+import { startRegistry, type TestRegistry } from '../helpers/registry';
+
+const SLOW_DOWN = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
+
+async function run(handler: ReturnType<typeof createHandler>, b: SampleBuild): Promise<JobSummary> {
+  try {
+    return ((await handler(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs[0] as JobSummary;
+  } catch (err) {
+    if (err instanceof JobsFailedError) return err.summaries[0] as JobSummary;
+    throw err;
+  }
+}
+
+describe('S3 faults', () => {
+  let registry: TestRegistry;
+  let s3: LocalS3;
+  let proxy: FaultProxy;
+
+  before(async () => {
+    [registry, s3, proxy] = await Promise.all([startRegistry(), startLocalS3([BUCKET]), startFaultProxy()]);
+    proxy.setUpstream(s3.endpoint);
+  });
+  after(async () => {
+    await Promise.all([registry?.stop(), s3?.close(), proxy?.close()]);
+  });
+
+  /** The build's artifact manifest is not in the registry: nothing names its blobs. */
+  const assertNotPublished = async (repo: string, b: SampleBuild): Promise<void> => {
+    const res = await request(`${registry.url}/v2/${repo}/manifests/${glTag(b)}`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    await res.body.dump();
+    assert.equal(res.statusCode, 404);
+    const index = await request(`${registry.url}/v2/${repo}/manifests/${b.version}`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.index.v1+json' } });
+    await index.body.dump();
+    assert.equal(index.statusCode, 404);
+  };
+  const handlerFor = (repo: string, extra: Record<string, string> = {}) =>
+    createHandler({ env: { ...s3.env, AWS_ENDPOINT_URL_S3: proxy.url, REGISTRY: `http://${registry.host}/${repo}`, STATE_PREFIX: `oci-publisher/${repo}/`, ...extra }, logSink: () => undefined });
+
+  it('a file the metadata lists is missing: fails naming it', async () => {
+    const b = sampleBuild({ flavor: 'aws-gardener_prod', arch: 'amd64', commit: 'aaaa0001' });
+    await uploadBuild(s3.client, BUCKET, b);
+    await s3.client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: `objects/${b.base}/${b.base}.raw` }));
+    const job = await run(handlerFor('missing'), b);
+    assert.equal(job.outcome, 'failed');
+    assert.match(job.error ?? '', new RegExp(`objects/${b.base}/${b.base}\\.raw is listed in the metadata of ${b.base} but does not exist`));
+    assert.equal(job.bytesUploaded, 0, 'found before anything was uploaded');
+    await assertNotPublished('missing', b);
+  });
+
+  it('a file changes between the listing and the read: the ETag catches it', async () => {
+    const b = sampleBuild({ flavor: 'gcp-gardener_prod', arch: 'amd64', commit: 'aaaa0002' });
+    await uploadBuild(s3.client, BUCKET, b);
+    const changed = `objects/${b.base}/${b.base}.manifest`;
+    // The real runtime, with the bucket's listing followed at once by another upload of one of the files.
+    const handler = createHandler({
+      env: { ...s3.env, REGISTRY: `http://${registry.host}/changed`, STATE_PREFIX: 'oci-publisher/changed/' },
+      logSink: () => undefined,
+      runtime: (config, logger) => {
+        const rt = createRuntime(config, logger);
+        return {
+          ...rt,
+          storeFor(bucket: string): ObjectStore {
+            const store = rt.storeFor(bucket);
+            return {
+              description: store.description,
+              get: (k, o) => store.get(k, o),
+              open: (k, o) => store.open(k, o),
+              put: (k, body, t) => store.put(k, body, t),
+              async list(prefix) {
+                const listing = await store.list(prefix);
+                if (prefix.startsWith('objects/')) await s3.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: changed, Body: 'rebuilt\n' }));
+                return listing;
+              },
+            };
+          },
+        };
+      },
+    });
+    const job = await run(handler, b);
+    assert.equal(job.outcome, 'failed');
+    assert.equal(job.errorKind, 'source');
+    assert.match(job.error ?? '', new RegExp(`${changed.replace(/\./g, '\\.')}: the object changed while it was being published`));
+    await assertNotPublished('changed', b);
+  });
+
+  it('throttling that passes: the publication completes', async () => {
+    const b = sampleBuild({ flavor: 'azure-gardener_prod', arch: 'amd64', commit: 'aaaa0003' });
+    await uploadBuild(s3.client, BUCKET, b);
+    proxy.rules.length = 0;
+    proxy.rules.push({ kind: 'other', pathIncludes: `/objects/${b.base}/`, fault: { type: 'status', status: 503, body: SLOW_DOWN, contentType: 'application/xml' }, times: 2 });
+    const job = await run(handlerFor('throttled'), b);
+    assert.equal(job.outcome, 'published', job.error);
+    assert.equal(proxy.log.filter((e) => e.faulted).length, 2);
+  });
+
+  it('throttling that does not pass: fails saying S3 slowed it down, with nothing published', async () => {
+    const b = sampleBuild({ flavor: 'openstack-gardener_prod', arch: 'amd64', commit: 'aaaa0004' });
+    await uploadBuild(s3.client, BUCKET, b);
+    proxy.rules.length = 0;
+    proxy.rules.push({ kind: 'other', pathIncludes: `/objects/${b.base}/`, fault: { type: 'status', status: 503, body: SLOW_DOWN, contentType: 'application/xml' }, times: Infinity });
+    const started = Date.now();
+    const job = await run(handlerFor('throttled-hard'), b);
+    assert.equal(job.outcome, 'failed');
+    assert.equal(job.errorKind, 'source');
+    assert.match(job.error ?? '', /SlowDown, HTTP 503/);
+    assert.ok(Date.now() - started < 60_000);
+    await assertNotPublished('throttled-hard', b);
+  });
+});
