@@ -32,7 +32,11 @@ export interface BuildMetadata {
 
 export type MetadataDocument = { kind: 'build'; build: BuildMetadata } | { kind: 'not-a-build'; reason: string };
 
-const MAX_METADATA_BYTES = 1024 * 1024;
+/**
+ * Real documents are a few KB. The bound is set so that a build whose artifact manifest would exceed 4 MiB
+ * (about 9,000 files) is still read, and refused for that reason rather than for its metadata's size.
+ */
+export const MAX_METADATA_BYTES = 16 * 1024 * 1024;
 
 const nullish = <T extends z.ZodType>(schema: T) => schema.nullish();
 
@@ -71,7 +75,7 @@ function present(value: unknown): boolean {
 /** Parses and checks the metadata document of build `base` (the base name from the document's key). */
 export function parseMetadata(text: string, base: string): MetadataDocument {
   const where = `metadata document meta/singles/${base}`;
-  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) throw new InputError(`${where} is larger than 1 MiB`);
+  if (Buffer.byteLength(text) > MAX_METADATA_BYTES) throw new InputError(`${where} is larger than 16 MiB`);
 
   let doc: unknown;
   let parsedDoc: YAML.Document.Parsed;

@@ -62,7 +62,13 @@ export async function indexTar(readRange: RangeReader, total: number, what: stri
     const block = await read(offset, BLOCK);
     if (block.length < BLOCK) throw new InputError(`${what}: truncated (a partial header at byte ${offset})`);
     if (block.every((b) => b === 0)) break; // end-of-archive marker
-    const header = new Header(block, 0, pax, globalPax);
+    let header: Header;
+    try {
+      header = new Header(block, 0, pax, globalPax);
+    } catch {
+      // node-tar refuses numeric fields it cannot decode; for an index, that is simply not a tar header.
+      throw new InputError(sawHeader ? `${what}: damaged tar header at byte ${offset}` : `${what}: not a tar archive`);
+    }
     if (!header.cksumValid) {
       throw new InputError(sawHeader ? `${what}: damaged tar header at byte ${offset}` : `${what}: not a tar archive`);
     }

@@ -10,7 +10,7 @@
  */
 import { buildArtifactManifest, type ArtifactLayer } from '../gardenlinux/artifact-manifest';
 import { mediaTypeForFile, PXE_BUNDLE_SUFFIX, UNKNOWN_MEDIA_TYPE } from '../gardenlinux/media-types';
-import { parseMetadata, type BuildMetadata } from '../gardenlinux/metadata';
+import { MAX_METADATA_BYTES, parseMetadata, type BuildMetadata } from '../gardenlinux/metadata';
 import { artifactManifestTag, baseFromMetadataKey, containerTag, flavorArch, objectsPrefix } from '../gardenlinux/naming';
 import { containerWinner, type IndexRecord } from '../gardenlinux/version-index';
 import { EMPTY_JSON } from '../oci/digest';
@@ -39,7 +39,6 @@ export interface BuildResult {
   blobsSkipped: number;
 }
 
-const MAX_METADATA_BYTES = 1024 * 1024;
 /** What one build adds to a version index at most: its Garden Linux entry and its container entry. */
 const INDEX_ENTRIES_BYTES = 2 * 1024;
 /** Time to push a build's manifests and write its records. */

@@ -412,6 +412,17 @@ export class RegistryClient {
   }
 }
 
+/**
+ * A source closed before its upload began (its pass failed meanwhile) would feed a request nothing, not even an
+ * end: the request would wait for ever. It is refused instead.
+ */
+function opened(source: Readable, what: string): Readable {
+  if (source.destroyed) {
+    throw source.errored ?? new Error(`${what}: the source was closed before the upload started`);
+  }
+  return source;
+}
+
 /** Reads a stream in pieces of exactly `size` bytes (the last one shorter). */
 async function* chunksOf(source: Readable, size: number): AsyncGenerator<Buffer> {
   let parts: Buffer[] = [];
@@ -586,7 +597,7 @@ export class RegistryRepository {
       { what: blob.what, size: blob.size, ...(blob.digest ? { digest: blob.digest } : {}), ...(blob.md5 ? { md5: blob.md5 } : {}) },
       { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) },
     );
-    const source = await blob.open();
+    const source = opened(await blob.open(), blob.what);
     // The first error on the body's side (the source failing, or the tap finding bad bytes) is the cause; the
     // request only reports that its body went away.
     let bodyError: unknown;
@@ -642,7 +653,7 @@ export class RegistryRepository {
    * only checked to be empty and the upload is committed without a body.
    */
   private async uploadEmpty(blob: BlobUpload, start: URL, progress: { digest?: string | undefined }): Promise<UploadResult> {
-    const source = await blob.open();
+    const source = opened(await blob.open(), blob.what);
     let bytes = 0;
     for await (const chunk of source) bytes += (chunk as Buffer).length;
     const seen = verifyHashed(
@@ -659,7 +670,7 @@ export class RegistryRepository {
   private async uploadChunks(blob: BlobUpload, start: URL, chunkSize: number, progress: { digest?: string | undefined }): Promise<UploadResult> {
     const sha: Hash = createHash('sha256');
     const md5: Hash | undefined = blob.md5 ? createHash('md5') : undefined;
-    const source = await blob.open();
+    const source = opened(await blob.open(), blob.what);
     let location = start;
     let offset = 0;
     try {

@@ -291,8 +291,8 @@ describe('parseMetadata: errors', () => {
     throwsInput(() => parseMetadata('', BASE), /mapping/);
   });
 
-  it('rejects a document larger than 1 MiB', () => {
-    throwsInput(() => parseMetadata(doc({ extra: [`padding: ${'x'.repeat(1024 * 1024)}`] }), BASE), /1 MiB/);
+  it('rejects a document larger than 16 MiB', () => {
+    throwsInput(() => parseMetadata(doc({ extra: [`padding: ${'x'.repeat(16 * 1024 * 1024)}`] }), BASE), /larger than 16 MiB/);
   });
 
   describe('missing required fields', () => {
