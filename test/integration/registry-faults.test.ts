@@ -17,11 +17,14 @@ import { startFaultProxy, type FaultProxy, type ProxyBehaviour } from '../helper
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 import { PASSWORD, startTokenRegistry, USER, type RegistryStack } from '../helpers/registry-stack';
 
+/** Every log line of every publication in this file, to check that no secret reached one. */
+const logs: string[] = [];
+
 async function publish(env: Record<string, string>, builds: readonly SampleBuild[]): Promise<JobSummary[]> {
   const jobs: JobSummary[] = [];
   for (const b of builds) {
     try {
-      jobs.push(...((await createHandler({ env, logSink: () => undefined })(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs);
+      jobs.push(...((await createHandler({ env: { LOG_LEVEL: 'debug', ...env }, logSink: (l) => logs.push(l) })(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs);
     } catch (err) {
       if (!(err instanceof JobsFailedError)) throw err;
       jobs.push(...err.summaries);
@@ -146,6 +149,16 @@ describe('registry faults and registry behaviours', () => {
       assert.ok(p.log.some((e) => e.kind === 'manifest-get' && e.method === 'GET' && e.status === 200));
       await check('strict', [container, first]);
     });
+  });
+
+  it('wrote no password, token or Authorization header to any log line, failures included', () => {
+    const text = logs.join('\n');
+    assert.ok(logs.length > 100, `${logs.length} lines captured`);
+    assert.ok(text.includes('"level":"error"'), 'failures were logged too');
+    for (const secret of [PASSWORD, 'not-the-password', Buffer.from(`${USER}:${PASSWORD}`).toString('base64'), ...stack.tokens.issued]) {
+      assert.ok(!text.includes(secret), `a secret in the logs: ${secret.slice(0, 10)}…`);
+    }
+    assert.doesNotMatch(text, /\b(Basic|Bearer) [A-Za-z0-9+/=._-]{8,}/);
   });
 
   describe('a registry that redirects manifest reads to another origin', () => {
