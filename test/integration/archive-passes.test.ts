@@ -10,13 +10,14 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { request } from 'undici';
-import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createHandler } from '../../functions/publish/handler';
 import { createRuntime } from '../../functions/publish/runtime';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { registryTargets } from '../../functions/target/registry-target';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { metadataYaml, pseudoRandom, sampleBuild, type SampleBuild } from '../../tools/sample-builds';
 import { makeTar } from '../../tools/tar-writer';
+import { firstJob } from '../helpers/jobs';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { BUCKET, sha256 } from '../helpers/expectations';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
@@ -59,13 +60,8 @@ function multiLayerBuild(): SampleBuild & { layers: string[]; layerSizes: number
   };
 }
 
-async function run(handler: ReturnType<typeof createHandler>, b: SampleBuild): Promise<JobSummary> {
-  try {
-    return ((await handler(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs[0] as JobSummary;
-  } catch (err) {
-    if (err instanceof JobsFailedError) return err.summaries[0] as JobSummary;
-    throw err;
-  }
+function run(handler: ReturnType<typeof createHandler>, b: SampleBuild): Promise<JobSummary> {
+  return firstJob(handler(s3Event(BUCKET, `meta/singles/${b.base}`)));
 }
 
 /** Fails the test instead of hanging it. */

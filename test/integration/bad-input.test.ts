@@ -10,12 +10,13 @@ import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { request } from 'undici';
-import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { containerArchive, metadataYaml, pseudoRandom, sampleBuild, writeBuildDir, type SampleBuild, type SampleFile } from '../../tools/sample-builds';
 import { makeTar } from '../../tools/tar-writer';
 import { BUCKET, sha256 } from '../helpers/expectations';
+import { firstJob } from '../helpers/jobs';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 import { PASSWORD, startTokenRegistry, USER, type RegistryStack } from '../helpers/registry-stack';
@@ -60,12 +61,7 @@ describe('bad input', () => {
   };
   const run = async (repo: string, event: unknown, extra: Record<string, string> = {}): Promise<JobSummary> => {
     const handler = createHandler({ env: { ...s3.env, REGISTRY: `http://${registry.host}/${repo}`, STATE_PREFIX: `oci-publisher/${repo}/`, ...extra }, logSink: () => undefined });
-    try {
-      return ((await handler(event)) as HandlerResult).jobs[0] as JobSummary;
-    } catch (err) {
-      if (err instanceof JobsFailedError) return err.summaries[0] as JobSummary;
-      throw err;
-    }
+    return firstJob(handler(event));
   };
 
   describe('events', () => {

@@ -6,11 +6,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
 import { BUCKET, expectedIndex, glTag, sha256 } from '../helpers/expectations';
+import { firstJob } from '../helpers/jobs';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
@@ -36,12 +37,7 @@ describe('the time an invocation has', () => {
     });
     const started = Date.now();
     const context = { awsRequestId: 'deadline', getRemainingTimeInMillis: () => remainingMs - (Date.now() - started) };
-    try {
-      return ((await handler(s3Event(BUCKET, `meta/singles/${b.base}`), context)) as HandlerResult).jobs[0] as JobSummary;
-    } catch (err) {
-      if (err instanceof JobsFailedError) return err.summaries[0] as JobSummary;
-      throw err;
-    }
+    return firstJob(handler(s3Event(BUCKET, `meta/singles/${b.base}`), context));
   };
   const indexStatus = async (repo: string, version: string): Promise<number> => {
     const res = await request(`${registry.url}/v2/${repo}/manifests/${version}`, { headers: { accept: ACCEPT } });

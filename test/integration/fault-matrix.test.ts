@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild } from '../../tools/sample-builds';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { BUCKET, expectedIndex, glTag, parse, sha256 } from '../helpers/expectations';
+import { jobsOf } from '../helpers/jobs';
 import { startFaultProxy, type Fault, type FaultProxy, type RequestKind } from '../helpers/fault-proxy';
 import { PASSWORD, startTokenRegistry, USER, type RegistryStack } from '../helpers/registry-stack';
 
@@ -63,17 +64,8 @@ describe(`fault matrix: ${KINDS.length} request kinds x ${FAULTS.length} faults`
           // Each case starts with no digests remembered, so every case reads and uploads everything.
           STATE_PREFIX: `oci-publisher/case${id}/`,
         };
-        const jobs: JobSummary[] = [];
-        await Promise.all(
-          builds.map(async (b) => {
-            try {
-              jobs.push(...((await createHandler({ env, logSink: () => undefined })(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs);
-            } catch (err) {
-              if (err instanceof JobsFailedError) jobs.push(...err.summaries);
-              else throw err;
-            }
-          }),
-        );
+        const publish = (b: (typeof builds)[number]) => jobsOf(createHandler({ env, logSink: () => undefined })(s3Event(BUCKET, `meta/singles/${b.base}`)));
+        const jobs: JobSummary[] = (await Promise.all(builds.map(publish))).flat();
         assert.deepEqual(jobs.map((j) => j.outcome), ['published', 'published'], JSON.stringify(jobs.filter((j) => j.outcome !== 'published')));
         assert.ok(proxy.log.some((e) => e.kind === kind && e.faulted), `the ${kind} fault was injected`);
 

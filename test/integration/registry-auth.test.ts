@@ -4,12 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { BUCKET, expectedIndex, glTag, parse, sha256 } from '../helpers/expectations';
+import { jobsOf } from '../helpers/jobs';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 import { startTokenServer, type TokenServer } from '../helpers/token-server';
 
@@ -20,12 +21,7 @@ async function publish(s3: LocalS3, env: Record<string, string>, builds: readonl
   const jobs: JobSummary[] = [];
   for (const b of builds) {
     const handler = createHandler({ env: { ...s3.env, ...env, LOG_LEVEL: 'debug' }, logSink: (l) => logs.push(l) });
-    try {
-      jobs.push(...((await handler(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs);
-    } catch (err) {
-      if (!(err instanceof JobsFailedError)) throw err;
-      jobs.push(...err.summaries);
-    }
+    jobs.push(...(await jobsOf(handler(s3Event(BUCKET, `meta/singles/${b.base}`)))));
   }
   return jobs;
 }

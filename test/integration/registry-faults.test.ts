@@ -7,12 +7,13 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createHandler, type HandlerResult } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { BUCKET, expectedArtifactManifest, expectedIndex, glTag, parse, sha256 } from '../helpers/expectations';
+import { jobsOf } from '../helpers/jobs';
 import { startFaultProxy, type FaultProxy, type ProxyBehaviour } from '../helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 import { PASSWORD, startTokenRegistry, USER, type RegistryStack } from '../helpers/registry-stack';
@@ -23,12 +24,7 @@ const logs: string[] = [];
 async function publish(env: Record<string, string>, builds: readonly SampleBuild[]): Promise<JobSummary[]> {
   const jobs: JobSummary[] = [];
   for (const b of builds) {
-    try {
-      jobs.push(...((await createHandler({ env: { LOG_LEVEL: 'debug', ...env }, logSink: (l) => logs.push(l) })(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs);
-    } catch (err) {
-      if (!(err instanceof JobsFailedError)) throw err;
-      jobs.push(...err.summaries);
-    }
+    jobs.push(...(await jobsOf(createHandler({ env: { LOG_LEVEL: 'debug', ...env }, logSink: (l) => logs.push(l) })(s3Event(BUCKET, `meta/singles/${b.base}`)))));
   }
   return jobs;
 }

@@ -7,25 +7,21 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { DeleteObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { request } from 'undici';
-import { createHandler, JobsFailedError, type HandlerResult } from '../../functions/publish/handler';
+import { createHandler } from '../../functions/publish/handler';
 import { createRuntime } from '../../functions/publish/runtime';
 import type { JobSummary } from '../../functions/publish/run-job';
 import type { ObjectStore } from '../../functions/storage/object-store';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
+import { firstJob } from '../helpers/jobs';
 import { BUCKET, glTag } from '../helpers/expectations';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
 const SLOW_DOWN = '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
 
-async function run(handler: ReturnType<typeof createHandler>, b: SampleBuild): Promise<JobSummary> {
-  try {
-    return ((await handler(s3Event(BUCKET, `meta/singles/${b.base}`))) as HandlerResult).jobs[0] as JobSummary;
-  } catch (err) {
-    if (err instanceof JobsFailedError) return err.summaries[0] as JobSummary;
-    throw err;
-  }
+function run(handler: ReturnType<typeof createHandler>, b: SampleBuild): Promise<JobSummary> {
+  return firstJob(handler(s3Event(BUCKET, `meta/singles/${b.base}`)));
 }
 
 describe('S3 faults', () => {
