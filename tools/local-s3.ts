@@ -32,6 +32,11 @@ export async function startLocalS3(buckets: readonly string[]): Promise<LocalS3>
     configureBuckets: buckets.map((name) => ({ name, configs: [] })),
   });
   const address = (await server.run()) as { address: string; port: number };
+  // Node closes idle keep-alive sockets after 5 s; a client reusing one at that moment gets ECONNRESET. Idle
+  // gaps in tests and benchmarks are longer than that, so the server keeps its sockets longer than any of them.
+  const http = (server as unknown as { httpServer: { keepAliveTimeout: number; headersTimeout: number } }).httpServer;
+  http.keepAliveTimeout = 120_000;
+  http.headersTimeout = 121_000;
   const endpoint = `http://127.0.0.1:${address.port}`;
   // Local runs are on Node 20 on purpose (the Lambda runs 22): the SDK's reminder about that is noise here.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -44,6 +49,7 @@ export async function startLocalS3(buckets: readonly string[]): Promise<LocalS3>
     credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: 5,
   });
   const created: LocalS3['created'] = [];
   // s3rver is an EventEmitter (its typings leave that out).
