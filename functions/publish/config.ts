@@ -11,6 +11,8 @@ import type { LogLevel } from '../util/log';
 export interface Config {
   target: TargetLocation;
   credentials?: { username: string; password: string };
+  /** a Secrets Manager secret holding {"username","password"}: read at run time, never in the environment */
+  credentialsSecret?: string;
   /** where records live; undefined: the bucket of the event */
   stateBucket?: string;
   statePrefix: string;
@@ -49,6 +51,10 @@ const Env = z.object({
   REGISTRY: z.string({ message: 'REGISTRY is required' }).min(1, 'REGISTRY is required'),
   REGISTRY_USERNAME: z.string().min(1).optional(),
   REGISTRY_PASSWORD: z.string().min(1).optional(),
+  REGISTRY_CREDENTIALS_SECRET: z
+    .string()
+    .regex(/^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$/, 'REGISTRY_CREDENTIALS_SECRET must be a secret name or ARN')
+    .optional(),
   STATE_BUCKET: z.string().regex(BUCKET_NAME, 'STATE_BUCKET must be an S3 bucket name').optional(),
   STATE_PREFIX: z
     .string()
@@ -127,6 +133,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if ((e.REGISTRY_USERNAME === undefined) !== (e.REGISTRY_PASSWORD === undefined)) {
     throw new ConfigError('invalid configuration: REGISTRY_USERNAME and REGISTRY_PASSWORD must be set together');
   }
+  if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && e.REGISTRY_USERNAME !== undefined) {
+    throw new ConfigError('invalid configuration: set either REGISTRY_CREDENTIALS_SECRET or REGISTRY_USERNAME/REGISTRY_PASSWORD, not both');
+  }
+  if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && target.kind !== 'registry') {
+    throw new ConfigError('invalid configuration: REGISTRY_CREDENTIALS_SECRET needs a registry REGISTRY, not an oci-layout');
+  }
   let containerRepositories: Record<string, string> = {};
   if (e.CONTAINER_REPOSITORIES !== undefined) {
     let json: unknown;
@@ -147,6 +159,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return {
     target,
     ...(e.REGISTRY_USERNAME && e.REGISTRY_PASSWORD ? { credentials: { username: e.REGISTRY_USERNAME, password: e.REGISTRY_PASSWORD } } : {}),
+    ...(e.REGISTRY_CREDENTIALS_SECRET ? { credentialsSecret: e.REGISTRY_CREDENTIALS_SECRET } : {}),
     ...(e.STATE_BUCKET ? { stateBucket: e.STATE_BUCKET } : {}),
     statePrefix: e.STATE_PREFIX,
     containerRepositories,

@@ -1,4 +1,7 @@
 /** Builds the I/O a job needs from the configuration: stores for buckets, and the targets. */
+import { ECRClient } from '@aws-sdk/client-ecr';
+import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { ecrCredentials, ecrRegistry, secretCredentials, staticCredentials, type CredentialSource } from '../registry/credentials';
 import { DirectoryStore } from '../storage/directory-store';
 import type { ObjectStore } from '../storage/object-store';
 import { S3Store, s3Client } from '../storage/s3-store';
@@ -15,6 +18,22 @@ export interface Runtime {
   targets: TargetSet;
 }
 
+/**
+ * Where the registry credentials come from: the secret when one is named, else the environment, else for an
+ * ECR registry the function role (ecr:GetAuthorizationToken), else none.
+ */
+export function credentialSource(config: Config, host: string): CredentialSource {
+  if (config.credentialsSecret) {
+    // An ARN names its region; a plain name is looked up in the function's region.
+    const region = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):/.exec(config.credentialsSecret)?.[1] ?? config.s3.region;
+    return secretCredentials(new SecretsManagerClient(region ? { region } : {}), config.credentialsSecret);
+  }
+  if (config.credentials) return staticCredentials(config.credentials);
+  const ecr = ecrRegistry(host);
+  if (ecr) return ecrCredentials(new ECRClient({ region: ecr.region }), ecr.accountId);
+  return staticCredentials(undefined);
+}
+
 export function createRuntime(config: Config, logger: Logger): Runtime {
   const targets =
     config.target.kind === 'oci-layout'
@@ -28,7 +47,7 @@ export function createRuntime(config: Config, logger: Logger): Runtime {
           chunkBytes: config.uploadChunkBytes,
           chunkedUploads: config.chunkedUploads,
           maxConsecutiveFailures: config.maxConsecutiveFailures,
-          ...(config.credentials ? { credentials: config.credentials } : {}),
+          credentials: credentialSource(config, config.target.host),
         });
   const local = config.sourceDir ? new DirectoryStore(config.sourceDir) : undefined;
   const stores = new Map<string, ObjectStore>();

@@ -5,6 +5,7 @@
  * expire, because a request with a streamed body cannot be replayed after a 401.
  */
 import { z } from 'zod';
+import { staticCredentials, type CredentialSource } from './credentials';
 import { RegistryError } from './errors';
 
 export interface Credentials {
@@ -65,19 +66,22 @@ export class Authenticator {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly inflight = new Map<string, Promise<CachedToken>>();
 
+  private readonly source: CredentialSource;
+
   constructor(
-    private readonly credentials: Credentials | undefined,
+    credentials: Credentials | CredentialSource | undefined,
     private readonly fetchToken: TokenFetcher,
     /** httpsOnly: credentials go to an HTTPS registry only through an HTTPS token realm, never in clear */
     private readonly options: { httpsOnly?: boolean; now?: () => number } = {},
-  ) {}
+  ) {
+    this.source = credentials !== undefined && 'get' in credentials ? credentials : staticCredentials(credentials);
+  }
 
   private now(): number {
     return (this.options.now ?? Date.now)();
   }
 
-  private basic(): string {
-    const c = this.credentials as Credentials;
+  private static basic(c: Credentials): string {
     return `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
   }
 
@@ -87,7 +91,10 @@ export class Authenticator {
    */
   async authorization(host: string, scopes: readonly string[], context?: unknown): Promise<string | undefined> {
     const scheme = this.schemes.get(host);
-    if (scheme === 'basic') return this.credentials ? this.basic() : undefined;
+    if (scheme === 'basic') {
+      const c = await this.source.get();
+      return c ? Authenticator.basic(c) : undefined;
+    }
     if (scheme === 'bearer') return `Bearer ${(await this.token(host, scopes, false, context)).token}`;
     return undefined;
   }
@@ -95,7 +102,9 @@ export class Authenticator {
   /**
    * Learns from a 401 challenge and prepares the next attempt. `sentAuthorization` says whether the failed
    * request carried credentials: a request sent before the scheme was known (several start at once) is simply
-   * retried, while Basic credentials refused, or a token refused twice, are final.
+   * retried, while Basic credentials refused, or a token refused twice, are final, unless the credentials can be
+   * fetched anew (a rotated secret, a new ECR token): then once more with those. `refused` counts the 401s the
+   * request had although it carried credentials.
    */
   async onChallenge(
     host: string,
@@ -103,14 +112,19 @@ export class Authenticator {
     scopes: readonly string[],
     sentAuthorization: boolean,
     context?: unknown,
+    refused = 1,
   ): Promise<void> {
     const challenge = header ? parseChallenge(header) : undefined;
     if (challenge?.scheme === 'basic') {
-      if (!this.credentials) {
+      if (!(await this.source.get())) {
         throw new RegistryError(`${host} requires credentials (Basic) and none are configured`, { status: 401, code: 'UNAUTHORIZED' });
       }
       if (sentAuthorization && this.schemes.get(host) === 'basic') {
-        throw new RegistryError(`${host} rejected the configured credentials`, { status: 401, code: 'UNAUTHORIZED' });
+        if (this.source.refreshable && refused <= 1) {
+          this.source.invalidate();
+          return;
+        }
+        throw new RegistryError(`${host} rejected the configured credentials (${this.source.description})`, { status: 401, code: 'UNAUTHORIZED' });
       }
       this.schemes.set(host, 'basic');
       return;
@@ -166,6 +180,17 @@ export class Authenticator {
   }
 
   private async requestToken(host: string, scopes: readonly string[], context?: unknown): Promise<CachedToken> {
+    try {
+      return await this.requestTokenOnce(host, scopes, context);
+    } catch (err) {
+      // Refused credentials that can be fetched anew (rotated): once more with the new ones.
+      if (!(err instanceof RegistryError) || err.code !== 'UNAUTHORIZED' || !this.source.refreshable) throw err;
+      this.source.invalidate();
+      return this.requestTokenOnce(host, scopes, context);
+    }
+  }
+
+  private async requestTokenOnce(host: string, scopes: readonly string[], context?: unknown): Promise<CachedToken> {
     const realm = this.realms.get(host);
     if (!realm) throw new RegistryError(`${host}: no token realm known`, { code: 'UNAUTHORIZED', status: 401 });
     let url: URL;
@@ -183,12 +208,13 @@ export class Authenticator {
     if (realm.service) url.searchParams.set('service', realm.service);
     for (const s of scopes) url.searchParams.append('scope', s);
     const headers: Record<string, string> = {};
-    if (this.credentials) headers.authorization = this.basic();
+    const credentials = await this.source.get();
+    if (credentials) headers.authorization = Authenticator.basic(credentials);
     const started = this.now();
     const res = await this.fetchToken(url, headers, context);
     if (res.status === 401 || res.status === 403) {
       throw new RegistryError(
-        `the token server ${url.origin} refused ${this.credentials ? 'the configured credentials' : 'an anonymous token'} (HTTP ${res.status})`,
+        `the token server ${url.origin} refused ${credentials ? `the configured credentials (${this.source.description})` : 'an anonymous token'} (HTTP ${res.status})`,
         { status: res.status, code: res.status === 401 ? 'UNAUTHORIZED' : 'DENIED' },
       );
     }

@@ -22,6 +22,7 @@ import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/media-types';
 import { describeError, IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import { Authenticator, type Credentials } from './auth';
+import type { CredentialSource } from './credentials';
 import { isNetworkError, isRetryable, isRetryableStatus, RegistryError } from './errors';
 import { backoffDelay, DEFAULT_RETRY, retryAfterMs, sleep, type RetryPolicy } from './retry';
 
@@ -29,7 +30,7 @@ export interface RegistryClientOptions {
   scheme: 'http' | 'https';
   /** host with optional port, as in the image reference */
   host: string;
-  credentials?: Credentials;
+  credentials?: Credentials | CredentialSource;
   logger: Logger;
   retry?: RetryPolicy;
   /** idle limit while waiting for response headers or body bytes */
@@ -306,6 +307,8 @@ export class RegistryClient {
     let url = req.url;
     let attempt = 0;
     let challenges = 0;
+    /** 401s to this request although it carried credentials */
+    let refused = 0;
     let redirects = 0;
     for (;;) {
       attempt++;
@@ -343,14 +346,16 @@ export class RegistryClient {
 
       if (res.status === 401 && sameOrigin) {
         await res.body.dump();
-        if (++challenges > 2) {
+        // Anonymous, then with credentials, then (once) with credentials fetched anew: three at most.
+        if (++challenges > 3) {
           const challenge = header(res, 'www-authenticate');
-          throw new RegistryError(`${req.what}: HTTP 401 UNAUTHORIZED after renewing the credentials twice${challenge ? ` (challenge: ${challenge})` : ''}`, {
+          throw new RegistryError(`${req.what}: HTTP 401 UNAUTHORIZED after renewing the credentials${challenge ? ` (challenge: ${challenge})` : ''}`, {
             status: 401,
             code: 'UNAUTHORIZED',
           });
         }
-        await this.auth.onChallenge(this.host, header(res, 'www-authenticate'), req.scopes, headers.authorization !== undefined, scope);
+        if (headers.authorization !== undefined) refused++;
+        await this.auth.onChallenge(this.host, header(res, 'www-authenticate'), req.scopes, headers.authorization !== undefined, scope, refused);
         if (!replayable) {
           // The streamed body is gone; the caller restarts its upload, now with credentials in place.
           throw new RegistryError(`${req.what}: the registry asked for new credentials during an upload`, {

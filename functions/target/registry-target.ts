@@ -1,4 +1,5 @@
 import type { Credentials } from '../registry/auth';
+import type { CredentialSource } from '../registry/credentials';
 import { JobScope, RegistryClient, type RegistryRepository } from '../registry/client';
 import type { RetryPolicy } from '../registry/retry';
 import type { Logger } from '../util/log';
@@ -41,7 +42,7 @@ export interface RegistryTargetOptions {
   scheme: 'http' | 'https';
   host: string;
   repository: string;
-  credentials?: Credentials;
+  credentials?: Credentials | CredentialSource;
   logger: Logger;
   retry?: RetryPolicy;
   timeoutMs?: number;

@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { mockClient } from 'aws-sdk-client-mock';
 import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
@@ -74,6 +76,28 @@ describe('registry authentication', () => {
       assert.deepEqual(jobs.map((j) => j.outcome), ['published', 'published', 'published'], JSON.stringify(jobs));
       await checkIndex(clients, repo, `${USER}:${PASSWORD}`, builds);
       assertNoSecrets(logs, [PASSWORD, Buffer.from(`${USER}:${PASSWORD}`).toString('base64')]);
+    });
+
+    it('takes the credentials from a Secrets Manager secret, and follows a rotation', async () => {
+      const sm = mockClient(SecretsManagerClient);
+      try {
+        // The cached value is from before the rotation; the registry already wants the new password.
+        sm.on(GetSecretValueCommand, { SecretId: 'gl/registry-credentials' })
+          .resolvesOnce({ SecretString: JSON.stringify({ username: USER, password: 'the-password-before-rotation' }) })
+          .resolves({ SecretString: JSON.stringify({ username: USER, password: PASSWORD }) });
+        const secretLogs: string[] = [];
+        const jobs = await publish(
+          s3,
+          { REGISTRY: `http://${registry.host}/from-secret`, REGISTRY_CREDENTIALS_SECRET: 'gl/registry-credentials', STATE_PREFIX: 'oci-publisher/from-secret/' },
+          builds.slice(2),
+          secretLogs,
+        );
+        assert.equal(jobs[0]?.outcome, 'published', jobs[0]?.error);
+        assert.equal(sm.commandCalls(GetSecretValueCommand).length, 2, 'read again once after the registry refused it');
+        assertNoSecrets(secretLogs, [PASSWORD, 'the-password-before-rotation'], 2);
+      } finally {
+        sm.restore();
+      }
     });
 
     it('fails fast with UNAUTHORIZED when the registry refuses the credentials, and says so', async () => {

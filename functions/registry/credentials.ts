@@ -1,0 +1,117 @@
+/**
+ * Where registry credentials come from: the environment (REGISTRY_USERNAME/PASSWORD, local use), a Secrets
+ * Manager secret (REGISTRY_CREDENTIALS_SECRET, the deployment), or for ECR registries the function role through
+ * ecr:GetAuthorizationToken. Fetched credentials are cached and refreshed before they expire; when the registry
+ * refuses them (a rotation happened), they are fetched again once.
+ */
+import { ECRClient, GetAuthorizationTokenCommand } from '@aws-sdk/client-ecr';
+import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import { z } from 'zod';
+import type { Credentials } from './auth';
+import { RegistryError } from './errors';
+
+export interface CredentialSource {
+  /** for messages: where the credentials come from (never the credentials) */
+  readonly description: string;
+  /** whether `invalidate()` can bring different credentials (a rotated secret, a new ECR token) */
+  readonly refreshable: boolean;
+  get(): Promise<Credentials | undefined>;
+  invalidate(): void;
+}
+
+export function staticCredentials(credentials: Credentials | undefined): CredentialSource {
+  return {
+    description: credentials ? 'REGISTRY_USERNAME/REGISTRY_PASSWORD' : 'anonymous',
+    refreshable: false,
+    get: async () => credentials,
+    invalidate: () => undefined,
+  };
+}
+
+/** Caches what `fetch` returns until `expiresAt` minus a margin; concurrent callers share one fetch. */
+function cached(description: string, fetch: () => Promise<{ credentials: Credentials; expiresAt: number }>, now: () => number): CredentialSource {
+  let current: { credentials: Credentials; expiresAt: number } | undefined;
+  let pending: Promise<{ credentials: Credentials; expiresAt: number }> | undefined;
+  return {
+    description,
+    refreshable: true,
+    async get() {
+      if (current && current.expiresAt > now()) return current.credentials;
+      pending ??= fetch().finally(() => (pending = undefined));
+      current = await pending;
+      return current.credentials;
+    },
+    invalidate() {
+      current = undefined;
+    },
+  };
+}
+
+const SecretShape = z.object({ username: z.string().min(1), password: z.string().min(1) });
+
+/** Secret values are re-read this often, so a rotation reaches warm Lambdas without a redeploy. */
+const SECRET_TTL_MS = 15 * 60 * 1000;
+
+export function secretCredentials(client: SecretsManagerClient, secretId: string, now: () => number = Date.now): CredentialSource {
+  return cached(
+    `the secret ${secretId}`,
+    async () => {
+      let value: string | undefined;
+      try {
+        value = (await client.send(new GetSecretValueCommand({ SecretId: secretId }))).SecretString;
+      } catch (err) {
+        throw new RegistryError(`reading the registry credentials from the secret ${secretId} failed: ${(err as Error).name}: ${(err as Error).message}`, {
+          code: 'CREDENTIALS',
+          retryable: (err as { $retryable?: unknown }).$retryable !== undefined,
+          cause: err,
+        });
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(value ?? '');
+      } catch {
+        json = undefined;
+      }
+      const parsed = SecretShape.safeParse(json);
+      // The message says what is wrong with the shape, never what the secret holds.
+      if (!parsed.success) throw new RegistryError(`the secret ${secretId} is not JSON of the form {"username": "…", "password": "…"}`, { code: 'CREDENTIALS' });
+      return { credentials: parsed.data, expiresAt: now() + SECRET_TTL_MS };
+    },
+    now,
+  );
+}
+
+const ECR_HOST = /^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$/;
+
+/** The account and region of an ECR registry host, or undefined for any other registry. */
+export function ecrRegistry(host: string): { accountId: string; region: string } | undefined {
+  const m = ECR_HOST.exec(host.replace(/:443$/, ''));
+  return m ? { accountId: m[1] as string, region: m[2] as string } : undefined;
+}
+
+/** ECR tokens last 12 hours; a new one is fetched when less than this is left. */
+const ECR_REFRESH_MARGIN_MS = 60 * 60 * 1000;
+
+export function ecrCredentials(client: ECRClient, accountId: string, now: () => number = Date.now): CredentialSource {
+  return cached(
+    `ecr:GetAuthorizationToken for ${accountId}`,
+    async () => {
+      let data;
+      try {
+        data = (await client.send(new GetAuthorizationTokenCommand({ registryIds: [accountId] }))).authorizationData?.[0];
+      } catch (err) {
+        throw new RegistryError(`ecr:GetAuthorizationToken for ${accountId} failed: ${(err as Error).name}: ${(err as Error).message}`, {
+          code: 'CREDENTIALS',
+          retryable: (err as { $retryable?: unknown }).$retryable !== undefined,
+          cause: err,
+        });
+      }
+      const decoded = data?.authorizationToken ? Buffer.from(data.authorizationToken, 'base64').toString('utf8') : '';
+      const colon = decoded.indexOf(':');
+      if (colon <= 0) throw new RegistryError(`ecr:GetAuthorizationToken for ${accountId} returned no usable token`, { code: 'CREDENTIALS' });
+      const expiresAt = (data?.expiresAt?.getTime() ?? now() + 12 * 3600 * 1000) - ECR_REFRESH_MARGIN_MS;
+      return { credentials: { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) }, expiresAt };
+    },
+    now,
+  );
+}
