@@ -5,7 +5,7 @@
  * under the same prefix are recognised and reported as not being builds.
  */
 import YAML from 'yaml';
-import { z } from 'zod';
+import * as z from 'zod';
 import { InputError } from '../util/errors';
 import { ARCHITECTURES, objectsPrefix, parseBaseName, type BaseName } from './naming';
 

@@ -2,7 +2,7 @@
  * OCI descriptors, manifests and indexes as zod schemas. Unknown fields pass through untouched: entries written
  * by other tools are kept byte-for-byte in meaning when the version index is re-rendered.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { InputError } from '../util/errors';
 
 export const PlatformSchema = z.looseObject({

@@ -51,29 +51,33 @@ export class TransferStats {
   bytesRead = 0;
   manifestsWritten = 0;
 
-  private lastReport = Date.now();
+  private lastReport: number;
   private reportedBytes = 0;
-  private readonly started = Date.now();
+  private readonly started: number;
   private firstUpload: number | undefined;
 
   constructor(
     private readonly logger: Logger,
     private readonly totalBytes: () => number,
     private readonly intervalMs = 5_000,
-  ) {}
+    private readonly now: () => number = Date.now,
+  ) {
+    this.started = now();
+    this.lastReport = this.started;
+  }
 
   /** How long moving `bytes` should take, from this job's upload rate so far (or a low assumed one). */
   estimateMs(bytes: number): number {
-    const elapsed = this.firstUpload === undefined ? 0 : Date.now() - this.firstUpload;
+    const elapsed = this.firstUpload === undefined ? 0 : this.now() - this.firstUpload;
     const measured = elapsed >= 1000 ? this.bytesUploaded / elapsed : 0;
     return FIXED_OVERHEAD_MS + bytes / Math.max(measured, ASSUMED_BYTES_PER_MS);
   }
 
   /** Counts uploaded bytes and logs progress at most every few seconds. */
   uploaded(n: number): void {
-    this.firstUpload ??= Date.now();
+    this.firstUpload ??= this.now();
     this.bytesUploaded += n;
-    const now = Date.now();
+    const now = this.now();
     if (now - this.lastReport >= this.intervalMs) {
       const seconds = (now - this.lastReport) / 1000;
       this.logger.info('upload progress', {

@@ -2,7 +2,7 @@
  * Configuration from environment variables, validated once at start-up. A bad value stops the function with a
  * message that names the variable and says what is expected.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { isRepositoryPath, parseTargetLocation, type TargetLocation } from '../registry/location';
 import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';

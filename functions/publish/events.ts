@@ -5,7 +5,7 @@
  * - SQS events whose message bodies are S3 notifications (or EventBridge events); S3 test messages are dropped;
  * - manual payloads from the console or the CLI: publish, reindex, tag.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { isVersion, metadataKey } from '../gardenlinux/naming';
 import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';

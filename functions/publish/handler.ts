@@ -9,6 +9,7 @@ import { describeError } from '../util/errors';
 import { Logger } from '../util/log';
 import { loadConfig, type Config } from './config';
 import { normaliseEvent } from './events';
+import { metricsRecord } from './metrics';
 import { runJob, type JobSummary } from './run-job';
 import { createRuntime, type Runtime } from './runtime';
 
@@ -81,6 +82,7 @@ export function createHandler(options: HandlerOptions = {}) {
         const fields = { ...summary };
         if (summary.outcome === 'failed') jobLog.error('job failed', fields);
         else jobLog.info(summary.outcome === 'skipped' ? 'job skipped' : 'job finished', fields);
+        jobLog.raw(metricsRecord(summary));
       }
     } finally {
       deadline.dispose();

@@ -4,7 +4,7 @@
  * per host so later requests authenticate up front. Tokens are cached per scope set and refreshed before they
  * expire, because a request with a streamed body cannot be replayed after a 401.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { staticCredentials, type CredentialSource } from './credentials';
 import { RegistryError } from './errors';
 

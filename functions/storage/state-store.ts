@@ -6,7 +6,7 @@
  * - `digests/<source>/<key>.json`: what was learnt from reading one source object at one ETag (its digest, and
  *   for archives what they hold), so a re-run need not read it again.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { DescriptorSchema, parseJson } from '../oci/descriptor';
 import type { IndexRecord } from '../gardenlinux/version-index';
 import type { ObjectInfo, ObjectStore } from './object-store';

@@ -58,6 +58,14 @@ export class Logger {
     this.log('error', msg, fields);
   }
 
+  /**
+   * Writes a record as it is, whatever the level: for CloudWatch's embedded metric format, whose `_aws` key must
+   * be at the top of the line.
+   */
+  raw(record: LogFields): void {
+    this.sink(JSON.stringify(sanitize(record)));
+  }
+
   private log(level: LogLevel, msg: string, fields?: LogFields): void {
     if (LEVELS[level] < LEVELS[this.level]) return;
     const record = sanitize({ time: new Date().toISOString(), level, msg, ...this.fields, ...fields });

@@ -91,6 +91,21 @@ describe('handler: events to jobs to summaries', () => {
     assert.equal(failure?.errorKind, 'input');
   });
 
+  it('logs one JSON summary line and one metrics line (embedded metric format) per job', () => {
+    const records = logs.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const summaries = records.filter((r) => r.msg === 'job finished' || r.msg === 'job skipped' || r.msg === 'job failed');
+    const metrics = records.filter((r) => r._aws !== undefined);
+    assert.ok(summaries.length >= 5);
+    assert.equal(metrics.length, summaries.length);
+    const published = summaries.find((r) => r.msg === 'job finished' && r.outcome === 'published');
+    assert.ok(published);
+    for (const field of ['base', 'outcome', 'manifest', 'indexes', 'bytesUploaded', 'blobsSkipped', 'durationMs', 's3RequestId']) {
+      assert.ok(field in published, `the summary line has ${field}`);
+    }
+    assert.ok(metrics.some((m) => m.Published === 1 && m.base === published.base));
+    assert.ok(metrics.some((m) => m.Failed === 1));
+  });
+
   it('rejects an unknown event, naming the accepted shapes', async () => {
     await assert.rejects(handler({ detail: 'nothing' }), /unrecognised event; accepted are S3 notifications .*manual payloads/);
   });

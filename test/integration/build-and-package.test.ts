@@ -1,0 +1,192 @@
+/**
+ * What a deployment is made of, built as `npm run package` builds it (one file, so the build and the package
+ * never race over dist/):
+ * - the Lambda bundle: self-contained, copied alone into an empty directory it publishes a build;
+ * - the CloudFormation template osls generates from serverless.yml, offline and without AWS credentials;
+ * - infra/failure-queue-and-alarms.yml, which the template imports the failure queue from.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import YAML from 'yaml';
+import { sampleBuild, writeBuildDir } from '../../tools/sample-builds';
+
+const exec = promisify(execFile);
+
+describe('the Lambda bundle', () => {
+  let dir: string;
+  const build = sampleBuild({ flavor: 'container', arch: 'arm64' });
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'gl-bundle-'));
+    await exec(process.execPath, ['--import', 'tsx', 'tools/build.ts'], { timeout: 120_000 });
+    await copyFile('dist/publish/index.mjs', join(dir, 'index.mjs'));
+    await writeBuildDir(join(dir, 'bucket'), build);
+  });
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is zipped with index.mjs at the top, as Lambda expects for the handler index.handler', async () => {
+    const zip = await readFile('dist/publish.zip');
+    assert.equal(zip.readUInt32LE(0), 0x04034b50, 'a zip file');
+    assert.ok(zip.includes(Buffer.from('index.mjs')));
+  });
+
+  const invoke = async (event: unknown): Promise<{ ok: boolean; out: string }> => {
+    const script = `
+      const { handler } = await import(${JSON.stringify(join(dir, 'index.mjs'))});
+      try { console.log(JSON.stringify(await handler(${JSON.stringify(event)}, { awsRequestId: 'bundle-test' }))); }
+      catch (err) { console.log(JSON.stringify({ error: err.message })); }`;
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: dir,
+      env: { PATH: process.env.PATH, REGISTRY: `oci-layout:${join(dir, 'layout')}`, SOURCE_DIR: resolve(dir, 'bucket'), LOG_LEVEL: 'error' },
+      timeout: 60_000,
+    });
+    const last = stdout.trim().split('\n').pop() ?? '';
+    return { ok: !last.includes('"error"'), out: last };
+  };
+
+  it('runs without node_modules and publishes a build', async () => {
+    const r = await invoke({ action: 'publish', bucket: 'local-directory', base: build.base });
+    assert.ok(r.ok, r.out);
+    const result = JSON.parse(r.out) as { jobs: Array<{ outcome: string; container?: { digest: string } }> };
+    assert.equal(result.jobs[0]?.outcome, 'published');
+    assert.equal(result.jobs[0]?.container?.digest, build.image?.manifestDigest);
+  });
+
+  it('rejects an unknown event and names the accepted shapes', async () => {
+    const r = await invoke({ hello: 'world' });
+    assert.ok(!r.ok);
+    assert.match(r.out, /unrecognised event; accepted are S3 notifications/);
+  });
+});
+
+type Template = { Resources: Record<string, { Type: string; Properties: Record<string, unknown>; Condition?: string }>; Conditions?: Record<string, unknown> };
+
+/** Every Resource value of every IAM statement in the template, with the statement's actions. */
+function statements(template: Template): Array<{ role: string; actions: string[]; resources: unknown[] }> {
+  const out: Array<{ role: string; actions: string[]; resources: unknown[] }> = [];
+  for (const [name, r] of Object.entries(template.Resources)) {
+    const docs: unknown[] =
+      r.Type === 'AWS::IAM::Role'
+        ? ((r.Properties.Policies as Array<{ PolicyDocument: unknown }> | undefined) ?? []).map((p) => p.PolicyDocument)
+        : r.Type === 'AWS::IAM::Policy'
+          ? [r.Properties.PolicyDocument]
+          : [];
+    for (const doc of docs as Array<{ Statement: Array<{ Action: string | string[]; Resource: unknown }> }>) {
+      for (const st of doc.Statement) {
+        out.push({ role: name, actions: [st.Action].flat(), resources: [st.Resource].flat() });
+      }
+    }
+  }
+  return out;
+}
+
+describe('the CloudFormation template (osls package)', () => {
+  let template: Template;
+  let out: string;
+
+  before(async () => {
+    out = await mkdtemp(join(tmpdir(), 'gl-package-'));
+    // No AWS credentials, no network use: what CI and a developer without an account can run.
+    await exec(process.execPath, ['node_modules/osls/bin/serverless.js', 'package', '--stage', 'prod', '--package', out], {
+      env: { PATH: process.env.PATH, HOME: out, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off' },
+      timeout: 120_000,
+    });
+    template = JSON.parse(await readFile(join(out, 'cloudformation-template-update-stack.json'), 'utf8')) as Template;
+  });
+  after(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  const fn = () => template.Resources.PublishLambdaFunction?.Properties as Record<string, unknown>;
+
+  it('runs nodejs22.x on arm64 with 2 GB, 900 s, 512 MB of /tmp and the zip npm run build made', () => {
+    assert.equal(fn().Runtime, 'nodejs22.x');
+    assert.deepEqual(fn().Architectures, ['arm64']);
+    assert.equal(fn().MemorySize, 2048);
+    assert.equal(fn().Timeout, 900);
+    assert.deepEqual(fn().EphemeralStorage, { Size: 512 });
+    assert.equal(fn().Handler, 'index.handler');
+    assert.match(String((fn().Code as { S3Key: string }).S3Key), /publish\.zip$/);
+    assert.equal(fn().ReservedConcurrentExecutions, 10);
+  });
+
+  it('logs JSON, kept 30 days', () => {
+    assert.deepEqual(fn().LoggingConfig, { ApplicationLogLevel: 'INFO', LogFormat: 'JSON', SystemLogLevel: 'WARN' });
+    assert.equal(template.Resources.PublishLogGroup?.Properties.RetentionInDays, 30);
+  });
+
+  it('is triggered by objects created under meta/singles/ of the existing bucket, and nothing else', () => {
+    const s3 = Object.values(template.Resources).filter((r) => r.Type === 'Custom::S3');
+    assert.equal(s3.length, 1);
+    assert.equal(s3[0]?.Properties.BucketName, 'gardenlinux-github-releases');
+    assert.deepEqual(s3[0]?.Properties.BucketConfigs, [{ Event: 's3:ObjectCreated:*', Rules: [{ Prefix: 'meta/singles/' }] }]);
+    assert.ok(!Object.values(template.Resources).some((r) => r.Type === 'AWS::S3::Bucket' && r.Properties.BucketName === 'gardenlinux-github-releases'), 'the bucket is not created');
+  });
+
+  it('retries a failed event once, drops it after 6 hours, and sends it to the infra stack\'s queue', () => {
+    const conf = Object.values(template.Resources).find((r) => r.Type === 'AWS::Lambda::EventInvokeConfig')?.Properties;
+    assert.equal(conf?.MaximumRetryAttempts, 1);
+    assert.equal(conf?.MaximumEventAgeInSeconds, 21600);
+    assert.deepEqual(conf?.DestinationConfig, { OnFailure: { Destination: { 'Fn::ImportValue': 'gardenlinux-oci-publisher-infra-FailureQueueArn' } } });
+  });
+
+  it('keeps the credentials out of the template: only the secret\'s name is there', () => {
+    const env = (fn().Environment as { Variables: Record<string, string> }).Variables;
+    assert.equal(env.REGISTRY_CREDENTIALS_SECRET, 'gardenlinux-oci-publisher/registry');
+    assert.equal(env.ALLOWED_BUCKETS, 'gardenlinux-github-releases');
+    assert.ok(!('REGISTRY_PASSWORD' in env) && !('REGISTRY_USERNAME' in env));
+  });
+
+  it("grants least privilege: the build's objects, the state prefix, one secret, one queue", () => {
+    const sts = statements(template);
+    const sub = (s: string) => ({ 'Fn::Sub': s });
+    const of = (action: string) => sts.filter((s) => s.actions.includes(action) && s.role !== 'IamRoleCustomResourcesLambdaExecution').flatMap((s) => s.resources);
+    assert.deepEqual(of('s3:GetObject'), [
+      sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/objects/*'),
+      sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/meta/singles/*'),
+      sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*'),
+    ]);
+    assert.deepEqual(of('s3:PutObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')]);
+    assert.deepEqual(of('s3:ListBucket'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases')]);
+    assert.deepEqual(of('secretsmanager:GetSecretValue'), [sub('arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:gardenlinux-oci-publisher/registry-*')]);
+    assert.deepEqual(of('sqs:SendMessage'), [{ 'Fn::ImportValue': 'gardenlinux-oci-publisher-infra-FailureQueueArn' }]);
+    // No wildcard resource, except where AWS offers no resource-level permission (ecr:GetAuthorizationToken).
+    const wildcards = sts.filter((s) => s.resources.includes('*'));
+    assert.deepEqual(wildcards.map((s) => s.actions), [['ecr:GetAuthorizationToken']]);
+    // Nothing may delete, or write outside the state prefix.
+    assert.ok(!sts.some((s) => s.actions.some((a) => /Delete|\*$/.test(a))), JSON.stringify(sts.map((s) => s.actions)));
+  });
+
+  it('lets the helper that subscribes to the bucket touch this bucket and this function only', () => {
+    const helper = statements(template).filter((s) => s.role === 'IamRoleCustomResourcesLambdaExecution');
+    assert.deepEqual(helper.map((s) => s.resources), [
+      [{ 'Fn::Sub': 'arn:${AWS::Partition}:s3:::gardenlinux-github-releases' }],
+      [{ 'Fn::Sub': 'arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:gardenlinux-oci-publisher-prod-publish' }],
+    ]);
+  });
+
+  it('adds the secret policy only with a secret, the ECR policy only with an ECR repository', () => {
+    assert.equal(template.Resources.RegistrySecretPolicy?.Condition, 'UsesSecret');
+    assert.equal(template.Resources.EcrPushPolicy?.Condition, 'UsesEcr');
+    assert.deepEqual(template.Conditions?.UsesEcr, { 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] }, 'off by default');
+  });
+
+  it('imports the failure queue the infra stack exports, which alarms on errors, queue depth and duration', async () => {
+    const infra = YAML.parse(await readFile('infra/failure-queue-and-alarms.yml', 'utf8')) as Template & { Outputs: Record<string, { Export?: { Name: unknown } }> };
+    assert.deepEqual(infra.Outputs.FailureQueueArn?.Export?.Name, { 'Fn::Sub': '${AWS::StackName}-FailureQueueArn' });
+    const alarms = Object.values(infra.Resources).filter((r) => r.Type === 'AWS::CloudWatch::Alarm').map((r) => r.Properties);
+    const byMetric = new Map(alarms.map((a) => [`${String(a.Namespace)} ${String(a.MetricName)}`, a]));
+    assert.ok(byMetric.has('AWS/Lambda Errors'));
+    assert.ok(byMetric.has('AWS/SQS ApproximateNumberOfMessagesVisible'));
+    assert.deepEqual(byMetric.get('AWS/Lambda Duration')?.Threshold, { Ref: 'DurationAlarmMilliseconds' });
+    assert.equal((infra as unknown as { Parameters: Record<string, { Default: unknown }> }).Parameters.DurationAlarmMilliseconds?.Default, 780000);
+    for (const a of alarms) assert.ok(Array.isArray(a.AlarmActions), `${String(a.MetricName)} notifies`);
+  });
+});
