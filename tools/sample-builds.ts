@@ -198,7 +198,8 @@ export function metadataYaml(
   base: string,
   platform: string,
   features: string[],
-  files: SampleFile[],
+  /** files with their bytes, or (large ones written elsewhere) with their md5 */
+  files: ReadonlyArray<{ name: string; data?: Buffer; md5?: string }>,
   version: string,
   commit: string,
   bucket = 'gardenlinux-github-releases',
@@ -217,7 +218,7 @@ export function metadataYaml(
     ...files.flatMap((f) => {
       const suffix = f.name.slice(base.length);
       return [
-        `- md5sum: ${md5(f.data)}`,
+        `- md5sum: ${f.md5 ?? md5(f.data ?? Buffer.alloc(0))}`,
         `  name: ${f.name}`,
         `  s3_bucket_name: ${bucket}`,
         `  s3_key: objects/${base}/${f.name}`,

@@ -20,12 +20,15 @@ export interface PublishContext {
   logger: Logger;
   /** blobs uploaded at once */
   blobConcurrency: number;
-  /** check the metadata's md5sum while the bytes stream (costs CPU, catches a corrupt S3 object) */
-  verifyMd5: boolean;
+  /** how files are checked against the metadata's md5sum (see Config.md5Check) */
+  md5Check: 'etag' | 'stream' | 'off';
   /** the time the job has; work that does not fit is not started */
   deadline: Deadline;
   /** filled in as the job goes, so a job that fails still reports what it moved */
   counters: JobCounters;
+  /** ranged reads at once for one large object of a store that benefits (S3), and their size */
+  rangeReaders: number;
+  rangePartBytes: number;
 }
 
 export interface JobCounters {

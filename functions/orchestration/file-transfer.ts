@@ -22,6 +22,7 @@ import { hashBuffer, sha256Digest, verifyHashed } from '../oci/digest';
 import type { Descriptor } from '../oci/descriptor';
 import { indexTar, normalizeMemberPath, type TarMember } from '../oci/tar-index';
 import { isRetryable } from '../registry/errors';
+import { parallelRanges } from '../storage/parallel-ranges';
 import type { SourceFacts } from '../storage/state-store';
 import type { BlobSource, Target, UploadResult } from '../target/target';
 import { describeError, InputError } from '../util/errors';
@@ -88,9 +89,20 @@ export class FileTransfer {
     }
   }
 
-  /** Opens a file (or a byte range of it) and counts what is read through a pass-through step. */
+  /**
+   * Opens a file (or a byte range of it) and counts what is read through a pass-through step. A large object of
+   * a store that benefits is read as several ranges at once (S3_READERS), still handed on in order.
+   */
   private async open(file: SourceFile, range?: { start: number; end: number }): Promise<Readable> {
-    const stream = await this.ctx.source.open(file.key, { etag: file.etag, signal: this.ctx.deadline.signal, ...(range ?? {}) });
+    const { source, deadline, rangeReaders, rangePartBytes } = this.ctx;
+    const stream =
+      range === undefined && source.parallelReads && rangeReaders > 1 && file.size >= 2 * rangePartBytes
+        ? parallelRanges((start, end, signal) => source.open(file.key, { etag: file.etag, signal, start, end }), file.size, {
+            partSize: rangePartBytes,
+            readers: rangeReaders,
+            signal: deadline.signal,
+          })
+        : await source.open(file.key, { etag: file.etag, signal: deadline.signal, ...(range ?? {}) });
     const stats = this.stats;
     const counted = new Transform({
       highWaterMark: 1 << 20,
@@ -115,9 +127,22 @@ export class FileTransfer {
     const data = await this.ctx.source.get(file.key, { etag: file.etag, maxBytes: SMALL_FILE });
     if (!data) throw new InputError(`${this.what(file)} is listed in the build's metadata but does not exist`);
     this.stats.bytesRead += data.bytes.length;
-    const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+    const md5 = this.ctx.md5Check === 'off' ? undefined : file.md5;
     verifyHashed(hashBuffer(data.bytes, md5 !== undefined), { what: this.what(file), size: file.size, ...(md5 ? { md5 } : {}) });
     return data.bytes;
+  }
+
+  /**
+   * The md5 to check while a large file streams, or undefined. Hashing costs a core-second per GiB and a half,
+   * so with `etag` S3's own MD5 is used where it has one: a single-part object's ETag is its MD5 (and then the
+   * bytes need no hash), an object uploaded in parts has none (and is not checked). An ETag that differs (the
+   * object is encrypted with SSE-KMS, or really is different) is settled by hashing.
+   */
+  private streamMd5(file: SourceFile): string | undefined {
+    if (file.md5 === undefined || this.ctx.md5Check === 'off') return undefined;
+    if (this.ctx.md5Check === 'stream') return file.md5;
+    if (/^[0-9a-f]{32}$/.test(file.etag)) return file.etag === file.md5 ? undefined : file.md5;
+    return undefined;
   }
 
   /** Uploads unless the target has the blob; counts either way. */
@@ -163,7 +188,7 @@ export class FileTransfer {
         return blob;
       });
     }
-    const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+    const md5 = this.streamMd5(file);
     const r = await this.limiter.run(() => this.upload(target, { size: file.size, what, ...(md5 ? { md5 } : {}), open: () => this.open(file) }));
     await this.saveFacts(file, { digest: r.digest, size: r.size });
     return { digest: r.digest, size: r.size };
@@ -214,7 +239,7 @@ export class FileTransfer {
           }
         }
         const needBundle = known === undefined || !(await target.hasBlob(known.digest));
-        const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+        const md5 = this.streamMd5(file);
         // Opened before any upload starts, so no upload can fail while nobody is waiting for it.
         const source = await this.open(file);
         const uploads: Array<Promise<unknown>> = [];
@@ -382,7 +407,7 @@ export class FileTransfer {
 
         if (needArchive) {
           // One pass: the whole archive to one upload, each missing blob's byte range to its own.
-          const md5 = this.ctx.verifyMd5 ? file.md5 : undefined;
+          const md5 = this.streamMd5(file);
           const source = await this.open(file);
           const wholeSink = passSink();
           // Each image blob's upload starts when the read reaches its bytes: one at a time besides the archive's,

@@ -22,7 +22,7 @@ import { mapLimit } from '../util/limiter';
 import type { PublishContext } from './context';
 import { TransferStats } from './context';
 import { convergeVersionIndex, readVersionIndex, type IndexUpdate } from './converge';
-import { FileTransfer, type ArchivePlan, type ContainerFacts, type PublishedBlob, type SourceFile } from './file-transfer';
+import { FileTransfer, type ContainerFacts, type PublishedBlob, type SourceFile } from './file-transfer';
 
 export interface BuildResult {
   base?: string;
@@ -102,16 +102,18 @@ async function publishFiles(
   const version = build.name.version;
 
   const indexTargets = [ctx.indexTargets.main, ...(archive && containerRepo ? [ctx.indexTargets.repository(containerRepo)] : [])];
-  for (const t of indexTargets) {
+  const checkIndex = async (t: Target): Promise<void> => {
     // Also refuses early a tag that holds something other than an index.
     const current = await readVersionIndex(t, version);
     if ((current.size ?? 0) + INDEX_ENTRIES_BYTES > MAX_MANIFEST_BYTES) {
       throw new InputError(`${t.display}:${version} is ${current.size} bytes; with this build it would exceed the 4 MiB registries accept`);
     }
-  }
-  const plan: ArchivePlan | undefined = archive
-    ? await transfer.inspectArchive(archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch })
-    : undefined;
+  };
+  // Independent reads, at once: each is a round trip to the registry or S3.
+  const [plan] = await Promise.all([
+    archive ? transfer.inspectArchive(archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch }) : undefined,
+    ...indexTargets.map(checkIndex),
+  ]);
   log.info('publishing build', {
     files: files.length,
     bytes: totalBytes,
@@ -133,7 +135,9 @@ async function publishFiles(
     }
     layers.push({ title, mediaType, digest: blob.digest, size: blob.size });
   };
-  await mapLimit(files, files.length, async (file) => {
+  // Largest first: the long transfers start at once, the small files fill the remaining places around them.
+  const bySize = [...files].sort((a, b) => b.size - a.size);
+  await mapLimit(bySize, bySize.length, async (file) => {
     if (file.name === `${base}.release`) {
       const r = await transfer.release(file, main);
       features = r.features;

@@ -21,7 +21,12 @@ export interface Config {
   /** a local directory laid out like the bucket replaces S3 (the CLI's --dir) */
   sourceDir?: string;
   blobConcurrency: number;
-  verifyMd5: boolean;
+  /**
+   * How a file's bytes are checked against the metadata's md5sum: `etag` compares S3's ETag when it is the
+   * object's MD5 (a single-part upload) and hashes only when they differ; `stream` hashes every file as it
+   * streams; `off` does not check. Files small enough to be read whole are hashed in any mode but `off`.
+   */
+  md5Check: 'etag' | 'stream' | 'off';
   logLevel: LogLevel;
   /** buckets events may name; undefined: any (a deployment sets the buckets it subscribes to) */
   allowedBuckets?: string[];
@@ -33,6 +38,9 @@ export interface Config {
   maxConsecutiveFailures: number;
   /** time kept back at the end of an invocation to stop cleanly and report */
   stopMarginMs: number;
+  /** ranged GETs at once for one large S3 object (1: a single stream) */
+  s3Readers: number;
+  s3PartBytes: number;
 }
 
 export class ConfigError extends InputError {
@@ -76,7 +84,7 @@ const Env = z.object({
     .min(1, 'BLOB_CONCURRENCY must be at least 1')
     .max(32, 'BLOB_CONCURRENCY must be at most 32')
     .default(4),
-  VERIFY_MD5: bool('VERIFY_MD5').default(true),
+  MD5_CHECK: z.enum(['etag', 'stream', 'off'], { message: 'MD5_CHECK must be etag, stream or off' }).default('etag'),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error'], { message: 'LOG_LEVEL must be debug, info, warn or error' }).default('info'),
   ALLOWED_BUCKETS: z
     .string()
@@ -99,6 +107,18 @@ const Env = z.object({
     .int('MAX_CONSECUTIVE_FAILURES must be a whole number')
     .min(1, 'MAX_CONSECUTIVE_FAILURES must be at least 1')
     .max(100, 'MAX_CONSECUTIVE_FAILURES must be at most 100')
+    .default(8),
+  S3_READERS: z.coerce
+    .number({ message: 'S3_READERS must be a number' })
+    .int('S3_READERS must be a whole number')
+    .min(1, 'S3_READERS must be at least 1')
+    .max(16, 'S3_READERS must be at most 16')
+    .default(1),
+  S3_PART_MIB: z.coerce
+    .number({ message: 'S3_PART_MIB must be a number' })
+    .int('S3_PART_MIB must be a whole number')
+    .min(1, 'S3_PART_MIB must be at least 1')
+    .max(64, 'S3_PART_MIB must be at most 64')
     .default(8),
   STOP_MARGIN_SECONDS: z.coerce
     .number({ message: 'STOP_MARGIN_SECONDS must be a number' })
@@ -170,7 +190,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     ...(e.SOURCE_DIR ? { sourceDir: e.SOURCE_DIR } : {}),
     blobConcurrency: e.BLOB_CONCURRENCY,
-    verifyMd5: e.VERIFY_MD5,
+    md5Check: e.MD5_CHECK,
     logLevel: e.LOG_LEVEL,
     ...(e.ALLOWED_BUCKETS ? { allowedBuckets: e.ALLOWED_BUCKETS } : {}),
     registryTimeoutMs: e.REGISTRY_TIMEOUT_SECONDS * 1000,
@@ -178,5 +198,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     chunkedUploads: e.CHUNKED_UPLOADS,
     maxConsecutiveFailures: e.MAX_CONSECUTIVE_FAILURES,
     stopMarginMs: e.STOP_MARGIN_SECONDS * 1000,
+    s3Readers: e.S3_READERS,
+    s3PartBytes: e.S3_PART_MIB * 1024 * 1024,
   };
 }

@@ -106,9 +106,11 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             containerRepositories: rt.config.containerRepositories,
             logger,
             blobConcurrency: rt.config.blobConcurrency,
-            verifyMd5: rt.config.verifyMd5,
+            md5Check: rt.config.md5Check,
             deadline,
             counters,
+            rangeReaders: rt.config.s3Readers,
+            rangePartBytes: rt.config.s3PartBytes,
           },
           job.key,
         );

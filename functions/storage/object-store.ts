@@ -31,6 +31,8 @@ export interface OpenOptions {
 export interface ObjectStore {
   /** `s3://bucket` or `dir:/path`, for messages */
   readonly description: string;
+  /** whether reading one object as several ranges at once can be faster (a network store: yes; a disk: no) */
+  readonly parallelReads?: boolean;
   list(prefix: string): Promise<ObjectInfo[]>;
   /** the object, or undefined when there is none */
   get(key: string, options?: { etag?: string; maxBytes?: number }): Promise<ObjectData | undefined>;

@@ -59,6 +59,7 @@ function isTransient(err: unknown): boolean {
 
 export class S3Store implements ObjectStore {
   readonly description: string;
+  readonly parallelReads = true;
 
   constructor(
     private readonly client: S3Client,

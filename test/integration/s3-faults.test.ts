@@ -96,10 +96,28 @@ describe('S3 faults', () => {
     await assertNotPublished('changed', b);
   });
 
+  it('parallel ranged reads (S3_READERS): a range that breaks is read again on its own', async () => {
+    const b = sampleBuild({ flavor: 'kvm-gardener_prod', arch: 'amd64', commit: 'aaaa0005', imageSize: 5 * 1024 * 1024 });
+    await uploadBuild(s3.client, BUCKET, b);
+    proxy.rules.length = 0;
+    proxy.log.length = 0;
+    // The third ranged GET of the image is cut off after some bytes.
+    proxy.rules.push({ kind: 'other', pathIncludes: `${b.base}.raw`, fault: { type: 'reset', afterBytes: 300_000 }, skip: 2, times: 1 });
+    const raw = b.files.find((f) => f.name.endsWith('.raw'))?.data.length ?? 0;
+    const job = await run(handlerFor('ranges', { S3_READERS: '4', S3_PART_MIB: '1' }), b);
+    assert.equal(job.outcome, 'published', job.error);
+    assert.ok(proxy.log.some((e) => e.faulted), 'the fault was injected');
+    const rangeRequests = proxy.log.filter((e) => e.path.endsWith(`${b.base}.raw`) && e.method === 'GET');
+    assert.equal(rangeRequests.length, Math.ceil(raw / (1024 * 1024)) + 1, 'one request per 1 MiB part, and one again');
+    const small = b.files.filter((f) => !f.name.endsWith('.raw')).reduce((n, f) => n + f.data.length, 0);
+    assert.ok(job.bytesRead <= raw + small + 1024 * 1024, `read ${job.bytesRead}: the image once and one part again at most`);
+  });
+
   it('throttling that passes: the publication completes', async () => {
     const b = sampleBuild({ flavor: 'azure-gardener_prod', arch: 'amd64', commit: 'aaaa0003' });
     await uploadBuild(s3.client, BUCKET, b);
     proxy.rules.length = 0;
+    proxy.log.length = 0;
     proxy.rules.push({ kind: 'other', pathIncludes: `/objects/${b.base}/`, fault: { type: 'status', status: 503, body: SLOW_DOWN, contentType: 'application/xml' }, times: 2 });
     const job = await run(handlerFor('throttled'), b);
     assert.equal(job.outcome, 'published', job.error);

@@ -30,13 +30,15 @@ describe('loadConfig: defaults', () => {
       containerRepositories: {},
       s3: { forcePathStyle: false },
       blobConcurrency: 4,
-      verifyMd5: true,
+      md5Check: 'etag',
       logLevel: 'info',
       registryTimeoutMs: 60_000,
       uploadChunkBytes: 16 * 1024 * 1024,
       chunkedUploads: false,
       maxConsecutiveFailures: 8,
       stopMarginMs: 30_000,
+      s3Readers: 1,
+      s3PartBytes: 8 * 1024 * 1024,
     });
     assert.equal('credentials' in config, false);
     assert.equal('stateBucket' in config, false);
@@ -62,7 +64,7 @@ describe('loadConfig: defaults', () => {
       AWS_REGION: 'eu-central-1',
       SOURCE_DIR: '/data/bucket',
       BLOB_CONCURRENCY: '8',
-      VERIFY_MD5: 'false',
+      MD5_CHECK: 'off',
       LOG_LEVEL: 'debug',
       ALLOWED_BUCKETS: 'gardenlinux-github-releases, gl-state.bucket',
       REGISTRY_TIMEOUT_SECONDS: '2.5',
@@ -70,6 +72,8 @@ describe('loadConfig: defaults', () => {
       CHUNKED_UPLOADS: 'true',
       MAX_CONSECUTIVE_FAILURES: '3',
       STOP_MARGIN_SECONDS: '0.5',
+      S3_READERS: '4',
+      S3_PART_MIB: '16',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl/nightly' },
@@ -80,7 +84,7 @@ describe('loadConfig: defaults', () => {
       s3: { forcePathStyle: true, endpoint: 'http://127.0.0.1:4568', region: 'eu-central-1' },
       sourceDir: '/data/bucket',
       blobConcurrency: 8,
-      verifyMd5: false,
+      md5Check: 'off',
       logLevel: 'debug',
       allowedBuckets: ['gardenlinux-github-releases', 'gl-state.bucket'],
       registryTimeoutMs: 2500,
@@ -88,6 +92,8 @@ describe('loadConfig: defaults', () => {
       chunkedUploads: true,
       maxConsecutiveFailures: 3,
       stopMarginMs: 500,
+      s3Readers: 4,
+      s3PartBytes: 16 * 1024 * 1024,
     });
   });
 
@@ -104,7 +110,7 @@ describe('loadConfig: defaults', () => {
       AWS_REGION: '',
       SOURCE_DIR: '',
       BLOB_CONCURRENCY: '',
-      VERIFY_MD5: '',
+      MD5_CHECK: '',
       LOG_LEVEL: '',
     });
     assert.deepEqual(config, {
@@ -113,13 +119,15 @@ describe('loadConfig: defaults', () => {
       containerRepositories: {},
       s3: { forcePathStyle: false },
       blobConcurrency: 4,
-      verifyMd5: true,
+      md5Check: 'etag',
       logLevel: 'info',
       registryTimeoutMs: 60_000,
       uploadChunkBytes: 16 * 1024 * 1024,
       chunkedUploads: false,
       maxConsecutiveFailures: 8,
       stopMarginMs: 30_000,
+      s3Readers: 1,
+      s3PartBytes: 8 * 1024 * 1024,
     });
   });
 
@@ -280,7 +288,7 @@ describe('loadConfig: BLOB_CONCURRENCY', () => {
 });
 
 describe('loadConfig: booleans and log level', () => {
-  it('VERIFY_MD5 and S3_FORCE_PATH_STYLE take true/false, 1/0, yes/no', () => {
+  it('S3_FORCE_PATH_STYLE and CHUNKED_UPLOADS take true/false, 1/0, yes/no', () => {
     for (const [value, expected] of [
       ['true', true],
       ['1', true],
@@ -289,15 +297,20 @@ describe('loadConfig: booleans and log level', () => {
       ['0', false],
       ['no', false],
     ] as const) {
-      const config = loadConfig({ ...base, VERIFY_MD5: value, S3_FORCE_PATH_STYLE: value });
-      assert.equal(config.verifyMd5, expected, `VERIFY_MD5=${value}`);
+      const config = loadConfig({ ...base, CHUNKED_UPLOADS: value, S3_FORCE_PATH_STYLE: value });
+      assert.equal(config.chunkedUploads, expected, `CHUNKED_UPLOADS=${value}`);
       assert.equal(config.s3.forcePathStyle, expected, `S3_FORCE_PATH_STYLE=${value}`);
     }
   });
 
   it('refuses other boolean values, naming the variable', () => {
-    assertConfigError({ ...base, VERIFY_MD5: 'maybe' }, /VERIFY_MD5/, /true or false/);
+    assertConfigError({ ...base, CHUNKED_UPLOADS: 'maybe' }, /CHUNKED_UPLOADS/, /true or false/);
     assertConfigError({ ...base, S3_FORCE_PATH_STYLE: 'on' }, /S3_FORCE_PATH_STYLE/);
+  });
+
+  it('MD5_CHECK takes etag (the default), stream or off', () => {
+    for (const value of ['etag', 'stream', 'off'] as const) assert.equal(loadConfig({ ...base, MD5_CHECK: value }).md5Check, value);
+    assertConfigError({ ...base, MD5_CHECK: 'true' }, /MD5_CHECK must be etag, stream or off/);
   });
 
   it('LOG_LEVEL takes the four levels and refuses others', () => {
