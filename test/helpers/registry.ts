@@ -20,8 +20,8 @@ export type RegistryAuth =
   | { kind: 'htpasswd'; username: string; password: string }
   | { kind: 'token'; realm: string; service: string; issuer: string; certPem: string };
 
-export async function startRegistry(options: { auth?: RegistryAuth; relativeUrls?: boolean } = {}): Promise<TestRegistry> {
-  const dir = await mkdtemp(join(tmpdir(), 'gl-registry-'));
+export async function startRegistry(options: { auth?: RegistryAuth; relativeUrls?: boolean; parentDir?: string } = {}): Promise<TestRegistry> {
+  const dir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'gl-registry-'));
   const lines = [
     'version: 0.1',
     'log:',
