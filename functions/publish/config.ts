@@ -132,6 +132,9 @@ const Repositories = z.record(
   z.string().refine(isRepositoryPath, 'values are repository paths (lowercase, e.g. "container-python-dev")'),
 );
 
+/** the most memory ranged reads of one file may hold (S3_READERS × S3_PART_MIB) */
+const MAX_RANGE_BUFFER_MIB = 128;
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   // Empty (or blank) variables count as unset: CloudFormation and shells often leave them empty.
   const present = Object.fromEntries(
@@ -158,6 +161,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && target.kind !== 'registry') {
     throw new ConfigError('invalid configuration: REGISTRY_CREDENTIALS_SECRET needs a registry REGISTRY, not an oci-layout');
+  }
+  // Each large file read in ranges holds up to S3_READERS parts in memory, and BLOB_CONCURRENCY files move at once.
+  if (e.S3_READERS * e.S3_PART_MIB > MAX_RANGE_BUFFER_MIB) {
+    throw new ConfigError(
+      `invalid configuration: S3_READERS × S3_PART_MIB is ${e.S3_READERS * e.S3_PART_MIB} MiB of buffers per file; at most ${MAX_RANGE_BUFFER_MIB} MiB`,
+    );
   }
   let containerRepositories: Record<string, string> = {};
   if (e.CONTAINER_REPOSITORIES !== undefined) {

@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
+import { loadConfig } from '../../functions/publish/config';
 import { sampleBuild, writeBuildDir } from '../../tools/sample-builds';
 
 const exec = promisify(execFile);
@@ -142,6 +143,15 @@ describe('the CloudFormation template (osls package)', () => {
     assert.equal(env.REGISTRY_CREDENTIALS_SECRET, 'gardenlinux-oci-publisher/registry');
     assert.equal(env.ALLOWED_BUCKETS, 'gardenlinux-github-releases');
     assert.ok(!('REGISTRY_PASSWORD' in env) && !('REGISTRY_USERNAME' in env));
+  });
+
+  it('sets an environment the function accepts, with the benchmark\'s throughput defaults', () => {
+    const env = (fn().Environment as { Variables: Record<string, string> }).Variables;
+    const config = loadConfig(env);
+    assert.equal(config.blobConcurrency, 4);
+    assert.equal(config.s3Readers, 1);
+    assert.equal(config.stopMarginMs, 30_000);
+    assert.equal(config.credentialsSecret, 'gardenlinux-oci-publisher/registry');
   });
 
   it("grants least privilege: the build's objects, the state prefix, one secret, one queue", () => {

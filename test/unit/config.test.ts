@@ -287,6 +287,28 @@ describe('loadConfig: BLOB_CONCURRENCY', () => {
   });
 });
 
+describe('loadConfig: S3_READERS and S3_PART_MIB', () => {
+  it('accept their bounds while the buffers of one file stay within 128 MiB', () => {
+    const c = loadConfig({ ...base, S3_READERS: '16', S3_PART_MIB: '8' });
+    assert.deepEqual([c.s3Readers, c.s3PartBytes], [16, 8 * 1024 * 1024]);
+    const d = loadConfig({ ...base, S3_READERS: '2', S3_PART_MIB: '64' });
+    assert.deepEqual([d.s3Readers, d.s3PartBytes], [2, 64 * 1024 * 1024]);
+  });
+
+  it('refuse values out of range, fractions and text, naming the variable', () => {
+    assertConfigError({ ...base, S3_READERS: '0' }, /S3_READERS must be at least 1/);
+    assertConfigError({ ...base, S3_READERS: '17' }, /S3_READERS must be at most 16/);
+    assertConfigError({ ...base, S3_READERS: 'two' }, /S3_READERS must be a number/);
+    assertConfigError({ ...base, S3_PART_MIB: '0' }, /S3_PART_MIB must be at least 1/);
+    assertConfigError({ ...base, S3_PART_MIB: '65' }, /S3_PART_MIB must be at most 64/);
+    assertConfigError({ ...base, S3_PART_MIB: '1.5' }, /S3_PART_MIB must be a whole number/);
+  });
+
+  it('refuse a combination whose buffers exceed 128 MiB per file', () => {
+    assertConfigError({ ...base, S3_READERS: '16', S3_PART_MIB: '16' }, /S3_READERS × S3_PART_MIB is 256 MiB of buffers per file; at most 128 MiB/);
+  });
+});
+
 describe('loadConfig: booleans and log level', () => {
   it('S3_FORCE_PATH_STYLE and CHUNKED_UPLOADS take true/false, 1/0, yes/no', () => {
     for (const [value, expected] of [
