@@ -61,7 +61,8 @@ export class TransferStats {
 
   constructor(
     private readonly logger: Logger,
-    private readonly totalBytes: () => number,
+    /** what the whole job moves, for progress lines */
+    readonly totalBytes: number,
     private readonly intervalMs = 5_000,
     private readonly now: () => number = Date.now,
   ) {
@@ -85,7 +86,7 @@ export class TransferStats {
       const seconds = (now - this.lastReport) / 1000;
       this.logger.info('upload progress', {
         bytesDone: this.bytesUploaded,
-        bytesTotal: this.totalBytes(),
+        bytesTotal: this.totalBytes,
         mibPerSecond: Math.round(((this.bytesUploaded - this.reportedBytes) / seconds / 1048576) * 10) / 10,
         elapsedMs: now - this.started,
       });

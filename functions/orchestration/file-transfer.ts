@@ -123,13 +123,14 @@ export class FileTransfer {
     return Buffer.concat(chunks);
   }
 
-  private async readWhole(file: SourceFile): Promise<Buffer> {
+  /** A small file's bytes, checked against its size and md5, with their digest. */
+  private async readWhole(file: SourceFile): Promise<{ bytes: Buffer; digest: string }> {
     const data = await this.ctx.source.get(file.key, { etag: file.etag, maxBytes: SMALL_FILE });
     if (!data) throw new InputError(`${this.what(file)} is listed in the build's metadata but does not exist`);
     this.stats.bytesRead += data.bytes.length;
     const md5 = this.ctx.md5Check === 'off' ? undefined : file.md5;
-    verifyHashed(hashBuffer(data.bytes, md5 !== undefined), { what: this.what(file), size: file.size, ...(md5 ? { md5 } : {}) });
-    return data.bytes;
+    const seen = verifyHashed(hashBuffer(data.bytes, md5 !== undefined), { what: this.what(file), size: file.size, ...(md5 ? { md5 } : {}) });
+    return { bytes: data.bytes, digest: seen.digest };
   }
 
   /**
@@ -171,8 +172,9 @@ export class FileTransfer {
     return r;
   }
 
-  ensureBuffer(target: Target, bytes: Buffer, what: string): Promise<PublishedBlob> {
-    return this.ensure(target, { digest: hashBuffer(bytes, false).digest, size: bytes.length, what, open: async () => bufferStream(bytes) });
+  /** `digest`: when the caller hashed the bytes already. */
+  ensureBuffer(target: Target, bytes: Buffer, what: string, digest: string = sha256Digest(bytes)): Promise<PublishedBlob> {
+    return this.ensure(target, { digest, size: bytes.length, what, open: async () => bufferStream(bytes) });
   }
 
   /** A file with no inner structure. */
@@ -182,8 +184,8 @@ export class FileTransfer {
     if (known) return this.limiter.run(() => this.ensure(target, { digest: known.digest, size: known.size, what, open: () => this.open(file) }));
     if (file.size <= SMALL_FILE) {
       return this.limiter.run(async () => {
-        const bytes = await this.readWhole(file);
-        const blob = await this.ensureBuffer(target, bytes, what);
+        const { bytes, digest } = await this.readWhole(file);
+        const blob = await this.ensureBuffer(target, bytes, what, digest);
         await this.saveFacts(file, blob);
         return blob;
       });
@@ -201,9 +203,9 @@ export class FileTransfer {
       const blob = await this.ensure(target, { digest: known.digest, size: known.size, what: this.what(file), open: () => this.open(file) });
       return { blob, features: known.features };
     }
-    const bytes = await this.readWhole(file);
+    const { bytes, digest } = await this.readWhole(file);
     const features = featuresFromRelease(bytes.toString('utf8'));
-    const blob = await this.ensureBuffer(target, bytes, this.what(file));
+    const blob = await this.ensureBuffer(target, bytes, this.what(file), digest);
     await this.saveFacts(file, { ...blob, ...(features !== undefined ? { features } : {}) });
     return { blob, ...(features !== undefined ? { features } : {}) };
   }

@@ -19,6 +19,7 @@ import { MAX_MANIFEST_BYTES, OCI_MANIFEST } from '../oci/media-types';
 import type { Target } from '../target/target';
 import { InputError, IntegrityError, SourceError } from '../util/errors';
 import { mapLimit } from '../util/limiter';
+import type { Logger } from '../util/log';
 import type { PublishContext } from './context';
 import { TransferStats } from './context';
 import { convergeVersionIndex, readVersionIndex, type IndexUpdate } from './converge';
@@ -69,10 +70,9 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
   });
   checkManifestSize(build, files);
 
-  const totalBytes = files.reduce((n, f) => n + f.size, 0);
-  const stats = new TransferStats(log, () => totalBytes);
+  const stats = new TransferStats(log, files.reduce((n, f) => n + f.size, 0));
   try {
-    return await publishFiles(ctx, build, files, stats, doc.info.lastModified);
+    return await publishFiles(ctx, log, build, files, stats, doc.info.lastModified);
   } finally {
     Object.assign(ctx.counters, {
       bytesUploaded: stats.bytesUploaded,
@@ -85,14 +85,13 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
 
 async function publishFiles(
   ctx: PublishContext,
+  log: Logger,
   build: BuildMetadata,
   files: SourceFile[],
   stats: TransferStats,
   lastModified: Date | undefined,
 ): Promise<BuildResult> {
   const base = build.name.base;
-  const log = ctx.logger.child({ base });
-  const totalBytes = files.reduce((n, f) => n + f.size, 0);
   const transfer = new FileTransfer(ctx, stats, log);
   const main = ctx.targets.main;
   const containerRepo = ctx.containerRepositories[build.name.flavor];
@@ -116,7 +115,7 @@ async function publishFiles(
   ]);
   log.info('publishing build', {
     files: files.length,
-    bytes: totalBytes,
+    bytes: stats.totalBytes,
     container: archive !== undefined,
     ...(build.publishingGroup ? { publishingGroup: build.publishingGroup } : {}),
     repository: main.display,
@@ -191,7 +190,7 @@ async function publishFiles(
     const { update, records } = await convergeVersionIndex(ctx.state, t, version, log, ctx.deadline);
     result.indexes.push(update);
     if (containerEntry && t.id === imageTarget.id) {
-      result.container = await tagNewestImage(ctx.indexTargets, imageTarget, containerRepo, containerTag(build.name), containerEntry, records, stats);
+      result.container = await tagNewestImage(t, containerTag(build.name), containerEntry, records, stats);
     }
   }
 
@@ -235,17 +234,14 @@ function checkManifestSize(build: BuildMetadata, files: readonly SourceFile[]): 
  * settled, from the same records, so the tag and the index agree.
  */
 async function tagNewestImage(
-  targets: PublishContext['indexTargets'],
-  imageTarget: Target,
-  containerRepo: string | undefined,
+  target: Target,
   tag: string,
   ours: Descriptor,
   records: readonly IndexRecord[],
   stats: TransferStats,
 ): Promise<NonNullable<BuildResult['container']>> {
-  const target = containerRepo ? targets.repository(containerRepo) : targets.main;
   const winner = containerWinner(records, ours) ?? ours;
-  const result = { repository: imageTarget.display, tag, digest: ours.digest, tagged: winner.digest === ours.digest };
+  const result = { repository: target.display, tag, digest: ours.digest, tagged: winner.digest === ours.digest };
   if ((await target.resolve(tag)) === winner.digest) return result;
   const bytes = await target.getManifest(winner.digest);
   if (!bytes) throw new InputError(`${target.display}@${winner.digest} is in the records but not in the registry`);

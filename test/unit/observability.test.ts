@@ -65,7 +65,7 @@ describe('progress lines of long uploads', () => {
   it('reports done, total and throughput, at most once per interval', () => {
     let now = 0;
     const { logger, lines } = memoryLogger('info');
-    const stats = new TransferStats(logger, () => 100 * 1048576, 5_000, () => now);
+    const stats = new TransferStats(logger, 100 * 1048576, 5_000, () => now);
     const MiB = 1048576;
     for (const [t, bytes] of [[500, 10], [2_000, 10], [4_900, 10], [5_100, 20], [7_000, 10], [9_000, 10], [10_200, 10]] as const) {
       now = t;
