@@ -17,7 +17,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
-import { HashingTap, isDigest, sha256Digest, verifyHashed, type Hashed } from '../oci/digest';
+import { HashingTap, isDigest, sha256Digest, verifyHashed, type Expected, type Hashed } from '../oci/digest';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/media-types';
 import { describeError, IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
@@ -91,12 +91,7 @@ export class JobScope {
   failed(err: RegistryError): RegistryError {
     this.consecutive++;
     if (this.consecutive < this.maxConsecutiveFailures) return err;
-    return new RegistryError(`${err.message} (the registry failed ${this.consecutive} times in a row; giving up)`, {
-      ...(err.status !== undefined ? { status: err.status } : {}),
-      code: err.code,
-      retryable: false,
-      cause: err,
-    });
+    return err.withRetryable(false, `${err.message} (the registry failed ${this.consecutive} times in a row; giving up)`);
   }
 
   get exhausted(): boolean {
@@ -276,11 +271,12 @@ export class RegistryClient {
           scope?.succeeded();
           return { status: res.statusCode, body };
         }
+        const asked = retryAfterMs(res.headers['retry-after']);
         failure = new RegistryError(`token request to ${url.origin}: HTTP ${res.statusCode}`, {
           status: res.statusCode,
           code: 'UNKNOWN',
           retryable: true,
-          ...(retryAfterMs(res.headers['retry-after']) !== undefined ? { retryAfterMs: retryAfterMs(res.headers['retry-after']) as number } : {}),
+          ...(asked !== undefined ? { retryAfterMs: asked } : {}),
         });
       } catch (err) {
         if (err instanceof PublishError) throw err;
@@ -288,12 +284,22 @@ export class RegistryClient {
         failure = new RegistryError(`token request to ${url.origin}: ${describeError(err)}`, { code: 'NETWORK', retryable: isNetworkError(err), cause: err });
         if (!failure.retryable) throw failure;
       }
-      const counted = scope ? scope.failed(failure) : failure;
-      const wait = failure.retryAfterMs ?? backoffDelay(this.retry, attempt);
-      if (!counted.retryable || attempt >= this.retry.maxAttempts || wait > this.retry.maxRetryAfterMs) throw counted;
+      const wait = this.nextAttempt(failure, attempt, scope);
       this.options.logger.warn('token request failed, retrying', { url: shortUrl(url), error: failure.message, attempt, waitMs: wait });
       await sleep(wait, scope?.signal);
     }
+  }
+
+  /**
+   * After a failed attempt: counts the failure against the job, and returns how long to wait before the next
+   * attempt, or throws the failure when it is final (not retryable, too many in a row, attempts used up, a body
+   * that cannot be sent again, or a Retry-After longer than is waited for).
+   */
+  private nextAttempt(failure: RegistryError, attempt: number, scope: JobScope | undefined, replayable = true): number {
+    const counted = scope ? scope.failed(failure) : failure;
+    const asked = failure.retryAfterMs;
+    if (!counted.retryable || !replayable || attempt >= this.retry.maxAttempts || (asked ?? 0) > this.retry.maxRetryAfterMs) throw counted;
+    return asked ?? backoffDelay(this.retry, attempt);
   }
 
   /** Prepares a long request: a Bearer token is renewed now if it could expire while the body streams. */
@@ -335,9 +341,7 @@ export class RegistryClient {
         const network = isNetworkError(err);
         const failure = new RegistryError(`${req.what}: ${describeError(err)}`, { code: 'NETWORK', retryable: network, cause: err });
         if (!network) throw failure;
-        const counted = scope.failed(failure);
-        if (!counted.retryable || !replayable || attempt >= this.retry.maxAttempts) throw counted;
-        const wait = backoffDelay(this.retry, attempt);
+        const wait = this.nextAttempt(failure, attempt, scope, replayable);
         this.options.logger.warn('registry request failed, retrying', { request: req.what, error: describeError(err), attempt, waitMs: wait });
         await sleep(wait, scope.signal);
         continue;
@@ -381,9 +385,8 @@ export class RegistryClient {
       }
 
       if (isRetryableStatus(res.status)) {
-        const failure = scope.failed(await errorFrom(res, req.what));
-        const wait = failure.retryAfterMs ?? backoffDelay(this.retry, attempt);
-        if (!failure.retryable || !replayable || attempt >= this.retry.maxAttempts || wait > this.retry.maxRetryAfterMs) throw failure;
+        const failure = await errorFrom(res, req.what);
+        const wait = this.nextAttempt(failure, attempt, scope, replayable);
         this.options.logger.warn('registry request failed, retrying', { request: req.what, status: res.status, code: failure.code, attempt, waitMs: wait });
         await sleep(wait, scope.signal);
         continue;
@@ -405,9 +408,8 @@ export class RegistryClient {
         return { res, bytes: await readLimited(res.body, limit, req.what) };
       } catch (err) {
         if (err instanceof PublishError || !isNetworkError(err)) throw err;
-        const failure = scope.failed(new RegistryError(`${req.what}: ${describeError(err)}`, { code: 'NETWORK', retryable: true, cause: err }));
-        if (!failure.retryable || attempt >= this.retry.maxAttempts) throw failure;
-        await sleep(backoffDelay(this.retry, attempt), scope.signal);
+        const failure = new RegistryError(`${req.what}: ${describeError(err)}`, { code: 'NETWORK', retryable: true, cause: err });
+        await sleep(this.nextAttempt(failure, attempt, scope), scope.signal);
       }
     }
   }
@@ -426,6 +428,11 @@ function opened(source: Readable, what: string): Readable {
     throw source.errored ?? new Error(`${what}: the source was closed before the upload started`);
   }
   return source;
+}
+
+/** What an upload's bytes must prove to be. */
+export function expectedOf(blob: BlobUpload): Expected {
+  return { what: blob.what, size: blob.size, ...(blob.digest ? { digest: blob.digest } : {}), ...(blob.md5 ? { md5: blob.md5 } : {}) };
 }
 
 /** Reads a stream in pieces of exactly `size` bytes (the last one shorter). */
@@ -584,7 +591,7 @@ export class RegistryRepository {
         }
         if (blob.once) {
           // The bytes cannot be read again here; the caller starts over (now with chunks if that was the issue).
-          if (err instanceof RegistryError) throw new RegistryError(err.message, { ...(err.status !== undefined ? { status: err.status } : {}), code: err.code, retryable: true, cause: err });
+          if (err instanceof RegistryError) throw err.withRetryable(true);
           throw err;
         }
         if (attempt >= client.retry.maxAttempts) throw err;
@@ -598,10 +605,7 @@ export class RegistryRepository {
   /** One request carries the whole body: a PUT when the digest is known, else a PATCH and a body-less PUT. */
   private async uploadWhole(blob: BlobUpload, start: URL, progress: { digest?: string | undefined }): Promise<UploadResult> {
     if (blob.size === 0) return this.uploadEmpty(blob, start, progress);
-    const body = new HashingTap(
-      { what: blob.what, size: blob.size, ...(blob.digest ? { digest: blob.digest } : {}), ...(blob.md5 ? { md5: blob.md5 } : {}) },
-      { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) },
-    );
+    const body = new HashingTap(expectedOf(blob), { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) });
     const source = opened(await blob.open(), blob.what);
     // The first error on the body's side (the source failing, or the tap finding bad bytes) is the cause; the
     // request only reports that its body went away.
@@ -635,8 +639,8 @@ export class RegistryRepository {
         const res = await send('PUT', withDigest(start, blob.digest));
         if (res.status === 413) throw await this.tooLarge(res, `PUT ${blob.what}`, blob.size);
         await this.finish(res, blob.digest, `PUT ${blob.what}`);
-        const seen = sent();
-        return { digest: blob.digest, size: seen.size, ...(seen.md5 ? { md5: seen.md5 } : {}) };
+        // The tap checked the bytes against blob.digest.
+        return sent();
       }
       const res = await send('PATCH', start);
       if (res.status === 413) throw await this.tooLarge(res, `PATCH ${blob.what}`, blob.size);
@@ -646,7 +650,7 @@ export class RegistryRepository {
       progress.digest = seen.digest;
       await blob.beforeCommit?.();
       await this.commit(header(res, 'location') ? this.location(res, `PATCH ${blob.what}`) : start, seen.digest, blob.what);
-      return { digest: seen.digest, size: seen.size, ...(seen.md5 ? { md5: seen.md5 } : {}) };
+      return seen;
     } finally {
       source.destroy();
       body.destroy();
@@ -707,14 +711,11 @@ export class RegistryRepository {
     } finally {
       source.destroy();
     }
-    const seen = verifyHashed(
-      { digest: `sha256:${sha.digest('hex')}`, size: offset, ...(md5 ? { md5: md5.digest('hex') } : {}) },
-      { what: blob.what, size: blob.size, ...(blob.digest ? { digest: blob.digest } : {}), ...(blob.md5 ? { md5: blob.md5 } : {}) },
-    );
+    const seen = verifyHashed({ digest: `sha256:${sha.digest('hex')}`, size: offset, ...(md5 ? { md5: md5.digest('hex') } : {}) }, expectedOf(blob));
     progress.digest = seen.digest;
     await blob.beforeCommit?.();
     await this.commit(location, seen.digest, blob.what);
-    return { digest: seen.digest, size: seen.size, ...(seen.md5 ? { md5: seen.md5 } : {}) };
+    return seen;
   }
 
   private async tooLarge(res: Res, what: string, bytes: number): Promise<RegistryError> {

@@ -47,6 +47,15 @@ function cached(description: string, fetch: () => Promise<{ credentials: Credent
   };
 }
 
+/** An AWS SDK call for credentials that failed: retryable when the SDK says so (throttling, a 5xx). */
+function awsFailure(what: string, err: unknown): RegistryError {
+  return new RegistryError(`${what} failed: ${(err as Error).name}: ${(err as Error).message}`, {
+    code: 'CREDENTIALS',
+    retryable: (err as { $retryable?: unknown }).$retryable !== undefined,
+    cause: err,
+  });
+}
+
 const SecretShape = z.object({ username: z.string().min(1), password: z.string().min(1) });
 
 /** Secret values are re-read this often, so a rotation reaches warm Lambdas without a redeploy. */
@@ -60,11 +69,7 @@ export function secretCredentials(client: SecretsManagerClient, secretId: string
       try {
         value = (await client.send(new GetSecretValueCommand({ SecretId: secretId }))).SecretString;
       } catch (err) {
-        throw new RegistryError(`reading the registry credentials from the secret ${secretId} failed: ${(err as Error).name}: ${(err as Error).message}`, {
-          code: 'CREDENTIALS',
-          retryable: (err as { $retryable?: unknown }).$retryable !== undefined,
-          cause: err,
-        });
+        throw awsFailure(`reading the registry credentials from the secret ${secretId}`, err);
       }
       let json: unknown;
       try {
@@ -100,11 +105,7 @@ export function ecrCredentials(client: ECRClient, accountId: string, now: () => 
       try {
         data = (await client.send(new GetAuthorizationTokenCommand({ registryIds: [accountId] }))).authorizationData?.[0];
       } catch (err) {
-        throw new RegistryError(`ecr:GetAuthorizationToken for ${accountId} failed: ${(err as Error).name}: ${(err as Error).message}`, {
-          code: 'CREDENTIALS',
-          retryable: (err as { $retryable?: unknown }).$retryable !== undefined,
-          cause: err,
-        });
+        throw awsFailure(`ecr:GetAuthorizationToken for ${accountId}`, err);
       }
       const decoded = data?.authorizationToken ? Buffer.from(data.authorizationToken, 'base64').toString('utf8') : '';
       const colon = decoded.indexOf(':');

@@ -16,6 +16,11 @@ export class RegistryError extends PublishError {
     this.code = options.code;
     this.retryAfterMs = options.retryAfterMs;
   }
+
+  /** The same failure marked retryable or final, optionally saying more; it keeps this one as its cause. */
+  withRetryable(retryable: boolean, message: string = this.message): RegistryError {
+    return new RegistryError(message, { ...(this.status !== undefined ? { status: this.status } : {}), code: this.code, retryable, cause: this });
+  }
 }
 
 /** Statuses worth another attempt: timeouts, throttling, server and gateway errors. */

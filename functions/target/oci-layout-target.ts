@@ -14,6 +14,7 @@ import { HashingTap, isDigest, sha256Digest } from '../oci/digest';
 import { REF_NAME } from '../oci/container-archive';
 import { IndexSchema, parseJson, type Descriptor } from '../oci/descriptor';
 import { MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
+import { expectedOf } from '../registry/client';
 import { isRetryable } from '../registry/errors';
 import { describeError, IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
@@ -69,15 +70,12 @@ export class OciLayoutTarget implements Target {
     for (let attempt = 1; ; attempt++) {
       const tmp = tmpName(join(this.dir, 'blobs', 'sha256', 'upload'));
       try {
-        const tap = new HashingTap(
-          { what: blob.what, size: blob.size, ...(blob.digest ? { digest: blob.digest } : {}), ...(blob.md5 ? { md5: blob.md5 } : {}) },
-          { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) },
-        );
+        const tap = new HashingTap(expectedOf(blob), { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) });
         await pipeline(await blob.open(), tap, createWriteStream(tmp));
         const seen = tap.verify();
         await blob.beforeCommit?.();
         await rename(tmp, this.blobPath(seen.digest));
-        return { digest: seen.digest, size: seen.size, ...(seen.md5 ? { md5: seen.md5 } : {}) };
+        return seen;
       } catch (err) {
         await rm(tmp, { force: true });
         if (!isRetryable(err) || blob.once || attempt >= 3) throw err;
