@@ -7,8 +7,9 @@
 import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { Agent, request } from 'undici';
+import { localS3Client } from './local-s3';
 
 interface Job {
   endpoint: string;
@@ -20,14 +21,7 @@ interface Job {
 }
 
 const job = JSON.parse(process.argv[2] ?? '{}') as Job;
-const s3 = new S3Client({
-  endpoint: job.endpoint,
-  forcePathStyle: true,
-  region: 'us-east-1',
-  credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-  requestChecksumCalculation: 'WHEN_REQUIRED',
-  responseChecksumValidation: 'WHEN_REQUIRED',
-});
+const s3 = localS3Client(job.endpoint);
 const dispatcher = new Agent({ connections: 32 });
 
 async function move(b: Job['blobs'][number]): Promise<void> {

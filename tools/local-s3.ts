@@ -22,6 +22,19 @@ export interface LocalS3 {
 
 export const LOCAL_S3_CREDENTIALS = { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
 
+/** A client for s3rver at `endpoint` (also from another process): its credentials, no checksums it cannot do. */
+export function localS3Client(endpoint: string): S3Client {
+  return new S3Client({
+    endpoint,
+    forcePathStyle: true,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: 5,
+  });
+}
+
 export async function startLocalS3(buckets: readonly string[]): Promise<LocalS3> {
   const directory = await mkdtemp(join(tmpdir(), 'gl-s3-'));
   const server = new S3rver({
@@ -42,15 +55,7 @@ export async function startLocalS3(buckets: readonly string[]): Promise<LocalS3>
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // The SDK's default chain reads credentials from the environment; s3rver accepts only these.
   for (const [k, v] of Object.entries(LOCAL_S3_CREDENTIALS)) process.env[k] ??= v;
-  const client = new S3Client({
-    endpoint,
-    forcePathStyle: true,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    maxAttempts: 5,
-  });
+  const client = localS3Client(endpoint);
   const created: LocalS3['created'] = [];
   // s3rver is an EventEmitter (its typings leave that out).
   (server as unknown as NodeJS.EventEmitter).on('event', (e: { Records: Array<{ eventName: string; s3: { bucket: { name: string }; object: { key: string } } }> }) => {
