@@ -55,6 +55,14 @@ const bool = (name: string) =>
     .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: `${name} must be true or false` })
     .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
+/** A whole number from `min` to `max`; each message names the variable. */
+const wholeNumber = (name: string, min: number, max: number) =>
+  z.coerce
+    .number({ message: `${name} must be a number` })
+    .int(`${name} must be a whole number`)
+    .min(min, `${name} must be at least ${min}`)
+    .max(max, `${name} must be at most ${max}`);
+
 const Env = z.object({
   REGISTRY: z.string({ message: 'REGISTRY is required' }).min(1, 'REGISTRY is required'),
   REGISTRY_USERNAME: z.string().min(1).optional(),
@@ -78,12 +86,7 @@ const Env = z.object({
   S3_FORCE_PATH_STYLE: bool('S3_FORCE_PATH_STYLE').default(false),
   AWS_REGION: z.string().min(1).optional(),
   SOURCE_DIR: z.string().min(1).optional(),
-  BLOB_CONCURRENCY: z.coerce
-    .number({ message: 'BLOB_CONCURRENCY must be a number' })
-    .int('BLOB_CONCURRENCY must be a whole number')
-    .min(1, 'BLOB_CONCURRENCY must be at least 1')
-    .max(32, 'BLOB_CONCURRENCY must be at most 32')
-    .default(4),
+  BLOB_CONCURRENCY: wholeNumber('BLOB_CONCURRENCY', 1, 32).default(4),
   MD5_CHECK: z.enum(['etag', 'stream', 'off'], { message: 'MD5_CHECK must be etag, stream or off' }).default('etag'),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error'], { message: 'LOG_LEVEL must be debug, info, warn or error' }).default('info'),
   ALLOWED_BUCKETS: z
@@ -102,24 +105,9 @@ const Env = z.object({
     .max(1024, 'UPLOAD_CHUNK_MIB must be at most 1024')
     .default(16),
   CHUNKED_UPLOADS: bool('CHUNKED_UPLOADS').default(false),
-  MAX_CONSECUTIVE_FAILURES: z.coerce
-    .number({ message: 'MAX_CONSECUTIVE_FAILURES must be a number' })
-    .int('MAX_CONSECUTIVE_FAILURES must be a whole number')
-    .min(1, 'MAX_CONSECUTIVE_FAILURES must be at least 1')
-    .max(100, 'MAX_CONSECUTIVE_FAILURES must be at most 100')
-    .default(8),
-  S3_READERS: z.coerce
-    .number({ message: 'S3_READERS must be a number' })
-    .int('S3_READERS must be a whole number')
-    .min(1, 'S3_READERS must be at least 1')
-    .max(16, 'S3_READERS must be at most 16')
-    .default(1),
-  S3_PART_MIB: z.coerce
-    .number({ message: 'S3_PART_MIB must be a number' })
-    .int('S3_PART_MIB must be a whole number')
-    .min(1, 'S3_PART_MIB must be at least 1')
-    .max(64, 'S3_PART_MIB must be at most 64')
-    .default(8),
+  MAX_CONSECUTIVE_FAILURES: wholeNumber('MAX_CONSECUTIVE_FAILURES', 1, 100).default(8),
+  S3_READERS: wholeNumber('S3_READERS', 1, 16).default(1),
+  S3_PART_MIB: wholeNumber('S3_PART_MIB', 1, 64).default(8),
   STOP_MARGIN_SECONDS: z.coerce
     .number({ message: 'STOP_MARGIN_SECONDS must be a number' })
     .min(0, 'STOP_MARGIN_SECONDS must not be negative')

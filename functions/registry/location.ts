@@ -20,20 +20,19 @@ export function isRepositoryPath(path: string): boolean {
 export function parseTargetLocation(raw: string): TargetLocation {
   const expected =
     'expected "oci-layout:<dir>", "<host>[:port]/<repository>" (HTTPS), or "http://<host>[:port]/<repository>" (plain HTTP)';
-  const v = raw.trim();
+  const value = raw.trim();
   // Credentials written into the location must neither work nor reach a message (and so a log).
-  if (/^[^/]*:\/\/[^/]*@/.test(v) || /^[^/:]+:[^/@]*@/.test(v)) {
+  if (/^[^/]*:\/\/[^/]*@/.test(value) || /^[^/:]+:[^/@]*@/.test(value)) {
     throw new InputError('REGISTRY must not contain credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD instead');
   }
-  const value = v;
-  if (v.startsWith('oci-layout:')) {
-    const dir = v.slice('oci-layout:'.length);
+  if (value.startsWith('oci-layout:')) {
+    const dir = value.slice('oci-layout:'.length);
     if (dir === '') throw new InputError(`REGISTRY "${value}" names no directory; ${expected}`);
     return { kind: 'oci-layout', dir: resolve(dir) };
   }
   let scheme: 'https' | 'http' = 'https';
-  let rest = v;
-  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(.*)$/.exec(v);
+  let rest = value;
+  const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(.*)$/.exec(value);
   if (m) {
     const s = (m[1] as string).toLowerCase();
     if (s !== 'https' && s !== 'http') throw new InputError(`REGISTRY "${value}" has the scheme ${s}; ${expected}`);

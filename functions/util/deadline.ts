@@ -32,7 +32,7 @@ export class Deadline {
     if (remainingMs !== undefined) {
       // Polled rather than timed once: the clock is whatever remainingMs says (Lambda's, or a test's).
       const check = (): void => {
-        if (remainingMs() - marginMs > 0) return;
+        if (this.left() > 0) return;
         this.controller.abort(new TimeoutError(`stopped: the invocation's time ran out (margin ${Math.round(marginMs / 1000)} s)`));
         this.dispose();
       };
