@@ -45,6 +45,15 @@ export function parseBaseName(base: string): BaseName {
   return { base, flavor, arch: arch as Architecture, version, commit };
 }
 
+export function isBaseName(value: string): boolean {
+  try {
+    parseBaseName(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** `<flavor>-<arch>`: builds sharing it compete for the same place in the version index. */
 export function flavorArch(name: BaseName): string {
   return `${name.flavor}-${name.arch}`;

@@ -7,12 +7,15 @@
  * - Then one Garden Linux entry per recorded build, grouped by flavor-arch, newest build first; entries whose
  *   `cname` no record has (written by another tool) follow in their original order.
  * - Every other entry of the current index is kept, at the end, in its original order.
+ * - Left out, wherever they came from: the entries of builds retracted on purpose, and entries whose manifest is
+ *   gone from the registry (an operator deleted it): an index must never name a manifest that does not exist.
  */
 import { isDeepStrictEqual } from 'node:util';
 import { sha256Digest } from '../oci/digest';
 import type { Descriptor, ImageIndex } from '../oci/descriptor';
 import { MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
 import { InputError } from '../util/errors';
+import { containerTag, parseBaseName } from './naming';
 
 export interface IndexRecord {
   /** the build's base name, the `cname` annotation of its Garden Linux entry */
@@ -25,6 +28,14 @@ export interface IndexRecord {
   container?: Descriptor;
   /** the Garden Linux artifact manifest entry */
   gardenlinux?: Descriptor;
+}
+
+/** What an index must leave out: builds retracted on purpose, and manifests that no longer exist. */
+export interface Exclusions {
+  /** retracted builds: their base (the cname of their entry) and the digests their records named */
+  retracted?: ReadonlyArray<{ base: string; digests: readonly string[] }>;
+  /** digests of manifests found gone from the registry */
+  gone?: ReadonlySet<string>;
 }
 
 export interface RenderedIndex {
@@ -76,8 +87,51 @@ export function containerWinner(records: readonly IndexRecord[], entry: Descript
   return containerWinners(records).get(platformKey(entry))?.container;
 }
 
-export function renderVersionIndex(records: readonly IndexRecord[], current: ImageIndex | undefined): RenderedIndex | undefined {
-  if (records.length === 0 && current === undefined) return undefined;
+/** A digest or cname the exclusions name. */
+function excluder(exclusions: Exclusions): { digest: (d: string) => boolean; base: (b: string) => boolean } {
+  const bases = new Set((exclusions.retracted ?? []).map((r) => r.base));
+  const digests = new Set([...(exclusions.retracted ?? []).flatMap((r) => r.digests), ...(exclusions.gone ?? [])]);
+  return { digest: (d) => digests.has(d), base: (b) => bases.has(b) };
+}
+
+/** The records with what the exclusions name taken out: retracted builds, entries naming gone manifests. */
+export function effectiveRecords(records: readonly IndexRecord[], exclusions: Exclusions = {}): IndexRecord[] {
+  const excluded = excluder(exclusions);
+  return records
+    .filter((r) => !excluded.base(r.base))
+    .map((r) => {
+      const { container, gardenlinux, ...rest } = r;
+      return {
+        ...rest,
+        ...(container && !excluded.digest(container.digest) ? { container } : {}),
+        ...(gardenlinux && !excluded.digest(gardenlinux.digest) ? { gardenlinux } : {}),
+      };
+    });
+}
+
+/**
+ * The container tags of a version: `<arch>-<version>` names the image of the newest build of each platform,
+ * the same one the index's container slot holds.
+ */
+export function containerTags(records: readonly IndexRecord[], version: string, exclusions: Exclusions = {}): Array<{ tag: string; entry: Descriptor; base: string }> {
+  const tags: Array<{ tag: string; entry: Descriptor; base: string }> = [];
+  for (const r of containerWinners(effectiveRecords(records, exclusions)).values()) {
+    const entry = r.container as Descriptor;
+    let tag: string;
+    try {
+      tag = containerTag(parseBaseName(r.base));
+    } catch {
+      tag = `${entry.platform?.architecture ?? 'unknown'}-${version}`;
+    }
+    tags.push({ tag, entry, base: r.base });
+  }
+  return tags.sort((a, b) => compareStrings(a.tag, b.tag));
+}
+
+export function renderVersionIndex(allRecords: readonly IndexRecord[], current: ImageIndex | undefined, exclusions: Exclusions = {}): RenderedIndex | undefined {
+  if (allRecords.length === 0 && current === undefined) return undefined;
+  const excluded = excluder(exclusions);
+  const records = effectiveRecords(allRecords, exclusions);
 
   const containers = containerWinners(records);
   const recorded = new Set(records.filter((r) => r.gardenlinux !== undefined).map((r) => r.base));
@@ -90,6 +144,7 @@ export function renderVersionIndex(records: readonly IndexRecord[], current: Ima
     if (seen.some((s) => isDeepStrictEqual(s, entry))) continue; // an exact duplicate is the same entry
     seen.push(entry);
     const cname = cnameOf(entry);
+    if (excluded.digest(entry.digest) || (cname !== undefined && excluded.base(cname))) continue;
     if (cname !== undefined) {
       if (!recorded.has(cname)) foreignGardenlinux.push(entry);
     } else if (isContainerEntry(entry)) {

@@ -13,7 +13,7 @@ export interface PublishContext {
   state: StateStore;
   /** where content goes; requests stop when the job's time is up */
   targets: TargetSet;
-  /** the same targets for the version index: never interrupted, so an index read is always followed by its write */
+  /** the same targets for the version index: they run on into the stop margin, to the deadline's final point */
   indexTargets: TargetSet;
   /** container flavor → sub-repository (CONTAINER_REPOSITORIES) */
   containerRepositories: Readonly<Record<string, string>>;

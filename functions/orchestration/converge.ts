@@ -1,22 +1,36 @@
 /**
- * Brings the version index `<repo>:<version>` in line with the records of every build published to it.
+ * Brings what readers see of one version in one repository — the index `<repo>:<version>` and the container
+ * tags `<arch>-<version>` — in line with the records of every build published to it.
  *
  * Registries offer no compare-and-swap on tags, so concurrent publishers would lose each other's entries with a
- * plain read-modify-write. Instead the index is a function of durable state: each publisher writes its record
- * first, then lists all records of the version, renders the index from them (keeping entries other tools
- * wrote), puts it if it differs, and lists again until the listing did not change.
+ * plain read-modify-write. Instead both are a function of durable state: each publisher writes its record
+ * first, then goes in rounds. A round lists the version's records (S3 LIST is strongly consistent), reads the
+ * index and the tags, renders what the records say they must be (keeping entries other tools wrote) and writes
+ * what differs. A writer stops only after a round that wrote nothing; after a round that wrote, it waits a
+ * little (backoff with jitter, so a burst of writers thins out) and goes on.
  *
- * Why it converges: take the last index put of all. Its writer listed after that put and saw the set it had
- * rendered. A record written before that listing is in the set; a record written after it belongs to a
- * publisher that reads the index after that put, finds its entry missing and puts again, contradicting "last".
+ * Why it converges: take the last write of all, by writer X. X's next round listed the records after that
+ * write, read what it wrote (nothing came later) and found it right for that listing, so every record written
+ * before that listing is in it. A record written after the listing belongs to a writer whose own rounds list and
+ * read after X's write; finding its entry missing, it would write, contradicting "last". So the index holds every
+ * record, and each tag names the image that holds its platform's slot in the index. This needs every write to be
+ * followed by its writer's next round, so a writer never stops in between: that round comes out of the stop
+ * margin, and only at the very end of the invocation (the final point) does the job give up as `timeout`, for
+ * its retry to converge again.
+ *
+ * Entries whose manifest is gone are left out: when the registry refuses an index that names a missing manifest
+ * (MANIFEST_BLOB_UNKNOWN), and on `reindex` always, every entry is checked and the missing ones are dropped
+ * with a warning naming them.
  */
-import { renderVersionIndex, sameIndex, type IndexRecord } from '../gardenlinux/version-index';
+import { containerTags, renderVersionIndex, sameIndex, type Exclusions, type IndexRecord, type RenderedIndex } from '../gardenlinux/version-index';
 import { IndexSchema, parseJson, type ImageIndex } from '../oci/descriptor';
 import { INDEX_TYPES, OCI_INDEX } from '../oci/media-types';
+import { RegistryError } from '../registry/errors';
 import type { ObjectInfo } from '../storage/object-store';
-import type { StateStore } from '../storage/state-store';
+import type { Retraction, StateStore, VersionEntry } from '../storage/state-store';
 import type { Target } from '../target/target';
-import type { Deadline } from '../util/deadline';
+import { systemClock, type Clock } from '../util/clock';
+import { TimeoutError, type Deadline } from '../util/deadline';
 import { InputError, PublishError } from '../util/errors';
 import { mapLimit } from '../util/limiter';
 import type { Logger } from '../util/log';
@@ -26,16 +40,44 @@ export interface IndexUpdate {
   tag: string;
   /** the index digest now at the tag, if there is an index */
   digest?: string;
-  /** whether this publisher wrote the index (false: it was already right) */
+  /** whether this publisher wrote the index or a tag (false: all was already right) */
   changed: boolean;
   /** Garden Linux and container entries in it */
   entries: number;
   rounds: number;
+  /** the container tags of this repository, each with the image it names */
+  tags?: Array<{ tag: string; digest: string; base: string; changed: boolean }>;
+  /** digests of entries left out because their manifest is gone */
+  dropped?: string[];
 }
 
-const MAX_ROUNDS = 25;
-/** Time a round (list, read, render, put) may need: a round starts only when this much is left. */
+/** The index as last read or written: its digest says whether it must be read again. */
+export interface IndexSnapshot {
+  digest: string;
+  index: ImageIndex;
+  size: number;
+}
+
+export interface ConvergeOptions {
+  state: StateStore;
+  target: Target;
+  version: string;
+  logger: Logger;
+  deadline: Deadline;
+  clock?: Clock;
+  random?: () => number;
+  /** check that every entry's manifest exists before writing (reindex) */
+  checkEntries?: boolean;
+  /** the index as read just before: the first round then reads it only if it changed since */
+  known?: IndexSnapshot;
+}
+
+/** Time the first round (list, read, render, write) may need: it starts only when this much is left. */
 export const ROUND_MS = 10_000;
+/** A writer keeps converging this long at most; then its job fails as `conflict` and its retry goes on. */
+export const CONVERGE_LIMIT_MS = 300_000;
+/** After a round that wrote: a random wait up to base·2^(round-1), at most max. */
+export const ROUND_BACKOFF = { baseMs: 100, maxMs: 2_000 };
 
 export async function readVersionIndex(target: Target, version: string): Promise<{ index?: ImageIndex; digest?: string; size?: number }> {
   const current = await target.getManifest(version);
@@ -48,51 +90,184 @@ export async function readVersionIndex(target: Target, version: string): Promise
   return { index: parseJson(IndexSchema, current.bytes, what), digest: current.digest, size: current.bytes.length };
 }
 
-export async function convergeVersionIndex(
-  state: StateStore,
-  target: Target,
-  version: string,
-  logger: Logger,
-  deadline: Deadline,
-): Promise<{ update: IndexUpdate; records: IndexRecord[] }> {
-  const cache = new Map<string, IndexRecord | undefined>();
-  const read = async (o: ObjectInfo): Promise<IndexRecord | undefined> => {
-    const id = `${o.key} ${o.etag}`;
-    if (!cache.has(id)) cache.set(id, await state.readRecord(o));
+/** The index now: a HEAD, and a GET only when its digest is not the one already known (a GET counts as a pull on some registries). */
+async function currentIndex(target: Target, version: string, known: IndexSnapshot | undefined): Promise<IndexSnapshot | undefined> {
+  const digest = await target.resolve(version);
+  if (digest === undefined) return undefined;
+  if (known?.digest === digest) return known;
+  const read = await readVersionIndex(target, version);
+  return read.index && read.digest ? { index: read.index, digest: read.digest, size: read.size ?? 0 } : undefined;
+}
+
+/** A registry's refusal of an index that names a manifest it does not have. */
+function namesMissingManifest(err: unknown): boolean {
+  return err instanceof RegistryError && ['MANIFEST_BLOB_UNKNOWN', 'MANIFEST_UNKNOWN', 'BLOB_UNKNOWN', 'MANIFEST_INVALID'].includes(err.code);
+}
+
+interface Round {
+  records: IndexRecord[];
+  retracted: Retraction[];
+}
+
+export async function convergeVersion(o: ConvergeOptions): Promise<{ update: IndexUpdate; records: IndexRecord[] }> {
+  const clock = o.clock ?? systemClock;
+  const random = o.random ?? Math.random;
+  const where = `${o.target.display}:${o.version}`;
+  const started = clock.now();
+  const cache = new Map<string, VersionEntry | undefined>();
+  const read = async (info: ObjectInfo): Promise<VersionEntry | undefined> => {
+    const id = `${info.key} ${info.etag}`;
+    if (!cache.has(id)) cache.set(id, await o.state.readEntry(info));
     return cache.get(id);
   };
-  let previous: string | undefined;
+  const gone = new Set<string>();
+  let snapshot = o.known;
+  let checked = !o.checkEntries;
   let changed = false;
-  let digest: string | undefined;
-  let entries = 0;
-  let records: IndexRecord[] = [];
-  for (let round = 1; round <= MAX_ROUNDS; round++) {
-    // The only place this loop may stop early: before a round, never between its read and its write.
-    deadline.ensure(`round ${round} of the version index ${target.display}:${version}`, ROUND_MS);
-    const listing = await state.listRecords(target.id, version);
-    const signature = listing.map((o) => `${o.key} ${o.etag}`).sort().join('\n');
-    if (signature === previous) {
-      return { update: { repository: target.display, tag: version, ...(digest ? { digest } : {}), changed, entries, rounds: round - 1 }, records };
+  const tagState = new Map<string, { tag: string; digest: string; base: string; changed: boolean }>();
+
+  for (let round = 1; ; round++) {
+    if (round === 1) o.deadline.ensure(`the version index ${where}`, ROUND_MS);
+    else {
+      // Every round after the first follows a write of this writer, and must run: only the listing after a write
+      // makes the write safe. It may use the stop margin, not the time after the final point.
+      if (o.deadline.finalLeft() <= 0) {
+        throw new TimeoutError(`stopped after writing ${where}, before listing its records again; the retry renders it again`);
+      }
+      if (clock.now() - started > CONVERGE_LIMIT_MS) {
+        throw new PublishError('conflict', `${where}: the records kept changing for ${Math.round(CONVERGE_LIMIT_MS / 1000)} s`, { retryable: true });
+      }
     }
-    previous = signature;
-    records = (await mapLimit(listing, 16, read)).filter((r): r is IndexRecord => r !== undefined);
-    const current = await readVersionIndex(target, version);
-    const rendered = renderVersionIndex(records, current.index);
-    digest = current.digest;
-    entries = current.index?.manifests.length ?? 0;
-    if (rendered !== undefined && !sameIndex(rendered, current.index)) {
-      digest = await target.putManifest(rendered.bytes, OCI_INDEX, version);
-      entries = rendered.index.manifests.length;
-      changed = true;
-      logger.info('version index written', {
-        repository: target.display,
-        tag: version,
-        digest,
-        entries,
-        records: records.length,
-        round,
-      });
+    const listing = await o.state.listVersion(o.target.id, o.version);
+    const entries = (await mapLimit(listing, 16, read)).filter((e): e is VersionEntry => e !== undefined);
+    const state: Round = {
+      records: entries.flatMap((e) => (e.kind === 'record' ? [e.record] : [])),
+      retracted: entries.flatMap((e) => (e.kind === 'retraction' ? [e.retraction] : [])),
+    };
+    snapshot = await currentIndex(o.target, o.version, snapshot);
+    if (!checked) {
+      await checkEntries(o, state, snapshot, gone);
+      checked = true;
     }
+    let writes = 0;
+    // The index first, then the tags: a tag names an image the index already lists in its slot. A manifest
+    // found gone on the way is left out of both, so both are rendered again.
+    for (;;) {
+      const rendered = renderVersionIndex(state.records, snapshot?.index, exclusions(state, gone));
+      if (rendered !== undefined && !sameIndex(rendered, snapshot?.index)) {
+        const written = await putIndex(o, rendered, state, gone, round);
+        if (written === undefined) continue;
+        snapshot = { digest: written, index: rendered.index, size: rendered.bytes.length };
+        writes++;
+      }
+      const known = gone.size;
+      writes += await convergeTags(o, state, gone, tagState);
+      if (gone.size === known) break;
+    }
+    if (writes === 0) {
+      const tags = [...tagState.values()];
+      return {
+        update: {
+          repository: o.target.display,
+          tag: o.version,
+          ...(snapshot ? { digest: snapshot.digest } : {}),
+          changed,
+          entries: snapshot?.index.manifests.length ?? 0,
+          rounds: round,
+          ...(tags.length > 0 ? { tags } : {}),
+          ...(gone.size > 0 ? { dropped: [...gone].sort() } : {}),
+        },
+        records: state.records,
+      };
+    }
+    changed = true;
+    const ceiling = Math.min(ROUND_BACKOFF.maxMs, ROUND_BACKOFF.baseMs * 2 ** (round - 1));
+    const pause = Math.min(Math.round(ceiling * random()), Math.max(0, o.deadline.finalLeft() - ROUND_MS / 2));
+    await clock.sleep(pause, o.deadline.finalSignal);
   }
-  throw new PublishError('conflict', `${target.display}:${version}: the records kept changing for ${MAX_ROUNDS} rounds`, { retryable: true });
+}
+
+function exclusions(state: Round, gone: ReadonlySet<string>): Exclusions {
+  return { retracted: state.retracted, gone };
+}
+
+/**
+ * Puts the rendered index; returns its digest, or undefined when the registry refused it for naming a manifest
+ * that is gone and the missing entries were added to `gone` (then the caller renders again).
+ */
+async function putIndex(o: ConvergeOptions, rendered: RenderedIndex, state: Round, gone: Set<string>, round: number): Promise<string | undefined> {
+  let digest: string;
+  try {
+    digest = await o.target.putManifest(rendered.bytes, OCI_INDEX, o.version);
+  } catch (err) {
+    if (!namesMissingManifest(err)) throw err;
+    const before = gone.size;
+    await findGone(o, rendered.index.manifests.map((m) => m.digest), state, gone);
+    if (gone.size === before) throw err;
+    return undefined;
+  }
+  o.logger.info('version index written', {
+    repository: o.target.display,
+    tag: o.version,
+    digest,
+    entries: rendered.index.manifests.length,
+    records: state.records.length,
+    round,
+  });
+  return digest;
+}
+
+/** reindex: every entry the index would name, and every tagged image, must exist. */
+async function checkEntries(o: ConvergeOptions, state: Round, snapshot: IndexSnapshot | undefined, gone: Set<string>): Promise<void> {
+  const rendered = renderVersionIndex(state.records, snapshot?.index, exclusions(state, gone));
+  const digests = [...(rendered?.index.manifests ?? []).map((m) => m.digest), ...containerTags(state.records, o.version, exclusions(state, gone)).map((t) => t.entry.digest)];
+  await findGone(o, [...new Set(digests)], state, gone);
+}
+
+/** Asks for each manifest (HEAD by digest); the missing ones join `gone`, each named in a warning. */
+async function findGone(o: ConvergeOptions, digests: readonly string[], state: Round, gone: Set<string>): Promise<void> {
+  const unknown = digests.filter((d) => !gone.has(d));
+  const present = await mapLimit(unknown, 16, async (d) => (await o.target.resolve(d)) !== undefined);
+  unknown.forEach((digest, i) => {
+    if (present[i]) return;
+    gone.add(digest);
+    const record = state.records.find((r) => r.gardenlinux?.digest === digest || r.container?.digest === digest);
+    o.logger.warn('a manifest named in the version index no longer exists: its entry is left out', {
+      repository: o.target.display,
+      tag: o.version,
+      digest,
+      ...(record
+        ? { base: record.base, recorded: true, hint: `publish the build again to restore it, or retract it (gl-oci-publish retract ${record.base}) to stop this check` }
+        : { recorded: false }),
+    });
+  });
+}
+
+/**
+ * Points each `<arch>-<version>` at the image of its platform's newest build; returns the tags written. Stops
+ * early when a tagged image is gone (it joins `gone`; the caller renders again).
+ */
+async function convergeTags(
+  o: ConvergeOptions,
+  state: Round,
+  gone: Set<string>,
+  seen: Map<string, { tag: string; digest: string; base: string; changed: boolean }>,
+): Promise<number> {
+  let writes = 0;
+  for (const t of containerTags(state.records, o.version, exclusions(state, gone))) {
+    const entry = { tag: t.tag, digest: t.entry.digest, base: t.base, changed: seen.get(t.tag)?.changed ?? false };
+    if ((await o.target.resolve(t.tag)) !== t.entry.digest) {
+      const image = await o.target.getManifest(t.entry.digest);
+      if (image === undefined) {
+        await findGone(o, [t.entry.digest], state, gone);
+        return writes;
+      }
+      await o.target.putManifest(image.bytes, image.mediaType, t.tag);
+      o.logger.info('container tag set', { repository: o.target.display, tag: t.tag, digest: t.entry.digest, base: t.base });
+      entry.changed = true;
+      writes++;
+    }
+    seen.set(t.tag, entry);
+  }
+  return writes;
 }

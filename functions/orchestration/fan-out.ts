@@ -6,6 +6,14 @@
 import type { Readable, Writable } from 'node:stream';
 import { IntegrityError } from '../util/errors';
 
+/** A consumer went away before it took all its bytes: a consequence of that consumer's own failure. */
+export class ConsumerGoneError extends Error {
+  constructor() {
+    super('the consumer closed before taking all bytes');
+    this.name = 'ConsumerGoneError';
+  }
+}
+
 export interface Slice {
   /** first byte, inclusive */
   start: number;
@@ -28,7 +36,7 @@ function drained(w: Writable): Promise<void> {
     };
     const onDrain = (): void => done();
     const onError = (err: Error): void => done(err);
-    const onClose = (): void => done(new Error('the consumer closed before taking all bytes'));
+    const onClose = (): void => done(new ConsumerGoneError());
     w.on('drain', onDrain);
     w.on('error', onError);
     w.on('close', onClose);
@@ -36,7 +44,7 @@ function drained(w: Writable): Promise<void> {
 }
 
 async function write(w: Writable, chunk: Buffer): Promise<void> {
-  if (w.destroyed) throw new Error('the consumer closed before taking all bytes');
+  if (w.destroyed) throw w.errored ?? new ConsumerGoneError();
   if (!w.write(chunk)) await drained(w);
 }
 

@@ -12,7 +12,7 @@ import { buildArtifactManifest, type ArtifactLayer } from '../gardenlinux/artifa
 import { mediaTypeForFile, PXE_BUNDLE_SUFFIX, UNKNOWN_MEDIA_TYPE } from '../gardenlinux/media-types';
 import { MAX_METADATA_BYTES, parseMetadata, type BuildMetadata } from '../gardenlinux/metadata';
 import { artifactManifestTag, baseFromMetadataKey, containerTag, flavorArch, objectsPrefix } from '../gardenlinux/naming';
-import { containerWinner, type IndexRecord } from '../gardenlinux/version-index';
+import type { IndexRecord } from '../gardenlinux/version-index';
 import { EMPTY_JSON } from '../oci/digest';
 import type { Descriptor } from '../oci/descriptor';
 import { MAX_MANIFEST_BYTES, OCI_MANIFEST } from '../oci/media-types';
@@ -22,8 +22,11 @@ import { mapLimit } from '../util/limiter';
 import type { Logger } from '../util/log';
 import type { PublishContext } from './context';
 import { TransferStats } from './context';
-import { convergeVersionIndex, readVersionIndex, type IndexUpdate } from './converge';
-import { FileTransfer, type ContainerFacts, type PublishedBlob, type SourceFile } from './file-transfer';
+import { convergeVersion, readVersionIndex, type IndexSnapshot, type IndexUpdate } from './converge';
+import { inspectArchive, transferArchive, type ContainerFacts } from './archive-pass';
+import { FileTransfer, type PublishedBlob, type SourceFile } from './file-transfer';
+import { transferPlainFile, transferReleaseFile } from './plain-files';
+import { transferPxeBundle } from './pxe-pass';
 
 export interface BuildResult {
   base?: string;
@@ -49,8 +52,11 @@ function skipped(reason: string, base?: string): BuildResult {
   return { ...(base ? { base } : {}), outcome: 'skipped', reason, indexes: [], bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
 }
 
-/** Publishes the build whose metadata document is `key`. */
-export async function publishBuild(ctx: PublishContext, key: string): Promise<BuildResult> {
+/**
+ * Publishes the build whose metadata document is `key`. A build retracted on purpose is skipped, unless it is
+ * published by hand (`byHand`): that restores it.
+ */
+export async function publishBuild(ctx: PublishContext, key: string, options: { byHand?: boolean } = {}): Promise<BuildResult> {
   const base = baseFromMetadataKey(key);
   if (base === undefined) return skipped(`${key} is not a build metadata document (meta/singles/<base>)`);
   const log = ctx.logger.child({ base });
@@ -61,6 +67,10 @@ export async function publishBuild(ctx: PublishContext, key: string): Promise<Bu
   const parsed = parseMetadata(doc.bytes.toString('utf8'), base);
   if (parsed.kind === 'not-a-build') return skipped(parsed.reason, base);
   const build = parsed.build;
+  const retraction = await ctx.state.getRetraction(ctx.targets.main.id, build.name.version, base);
+  if (retraction && !options.byHand) {
+    return skipped(`${base} was retracted on ${retraction.retractedAt}; publish it by hand (action "publish") to restore it`, base);
+  }
 
   const listing = new Map((await ctx.source.list(objectsPrefix(base))).map((o) => [o.key, o]));
   const files: SourceFile[] = build.files.map((f) => {
@@ -101,17 +111,18 @@ async function publishFiles(
   const version = build.name.version;
 
   const indexTargets = [ctx.indexTargets.main, ...(archive && containerRepo ? [ctx.indexTargets.repository(containerRepo)] : [])];
-  const checkIndex = async (t: Target): Promise<void> => {
+  const checkIndex = async (t: Target): Promise<IndexSnapshot | undefined> => {
     // Also refuses early a tag that holds something other than an index.
     const current = await readVersionIndex(t, version);
     if ((current.size ?? 0) + INDEX_ENTRIES_BYTES > MAX_MANIFEST_BYTES) {
       throw new InputError(`${t.display}:${version} is ${current.size} bytes; with this build it would exceed the 4 MiB registries accept`);
     }
+    return current.index && current.digest ? { index: current.index, digest: current.digest, size: current.size ?? 0 } : undefined;
   };
   // Independent reads, at once: each is a round trip to the registry or S3.
-  const [plan] = await Promise.all([
-    archive ? transfer.inspectArchive(archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch }) : undefined,
-    ...indexTargets.map(checkIndex),
+  const [plan, indexesBefore] = await Promise.all([
+    archive ? inspectArchive(transfer, archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch }) : undefined,
+    Promise.all(indexTargets.map(checkIndex)),
   ]);
   log.info('publishing build', {
     files: files.length,
@@ -138,19 +149,19 @@ async function publishFiles(
   const bySize = [...files].sort((a, b) => b.size - a.size);
   await mapLimit(bySize, bySize.length, async (file) => {
     if (file.name === `${base}.release`) {
-      const r = await transfer.release(file, main);
+      const r = await transferReleaseFile(transfer, file, main);
       features = r.features;
       addLayer(file.name, r.blob);
     } else if (archive && plan && file === archive) {
-      const r = await transfer.transferArchive(file, plan, main, imageTarget);
+      const r = await transferArchive(transfer, file, plan, main, imageTarget);
       image = r.image;
       addLayer(file.name, r.archive);
     } else if (file.name.endsWith(PXE_BUNDLE_SUFFIX)) {
-      const r = await transfer.pxeBundle(file, main);
+      const r = await transferPxeBundle(transfer, file, main);
       addLayer(file.name, r.bundle);
       for (const m of r.members) addLayer(m.name, m);
     } else {
-      addLayer(file.name, await transfer.plain(file, main));
+      addLayer(file.name, await transferPlainFile(transfer, file, main));
     }
   });
   await transfer.ensureBuffer(main, EMPTY_JSON, 'config blob {}');
@@ -173,7 +184,13 @@ async function publishFiles(
   await putIfDifferent(main, manifest.bytes, manifest.digest, OCI_MANIFEST, glTag, stats);
   result.manifest = { repository: main.display, tag: glTag, digest: manifest.digest };
 
-  // 4. Records, then 5. the version indexes.
+  // 4. Records, then 5. the version indexes. A retraction goes first: the build is wanted again.
+  for (const t of indexTargets) {
+    if (await ctx.state.getRetraction(t.id, version, base)) {
+      log.info('publishing a retracted build by hand: it is restored', { repository: t.display, version });
+      await ctx.state.deleteRetraction(t.id, version, base);
+    }
+  }
   const record: IndexRecord = {
     base,
     flavorArch: flavorArch(build.name),
@@ -186,11 +203,14 @@ async function publishFiles(
     const { gardenlinux: _gl, ...rest } = record;
     await ctx.state.putRecord(imageTarget.id, version, { ...rest, container: containerEntry });
   }
-  for (const t of indexTargets) {
-    const { update, records } = await convergeVersionIndex(ctx.state, t, version, log, ctx.deadline);
+  for (const [i, t] of indexTargets.entries()) {
+    const known = indexesBefore[i];
+    const { update } = await convergeVersion({ state: ctx.state, target: t, version, logger: log, deadline: ctx.deadline, ...(known ? { known } : {}) });
     result.indexes.push(update);
     if (containerEntry && t.id === imageTarget.id) {
-      result.container = await tagNewestImage(t, containerTag(build.name), containerEntry, records, stats);
+      const tag = containerTag(build.name);
+      const holder = update.tags?.find((x) => x.tag === tag);
+      result.container = { repository: t.display, tag, digest: containerEntry.digest, tagged: holder?.digest === containerEntry.digest };
     }
   }
 
@@ -226,28 +246,6 @@ function checkManifestSize(build: BuildMetadata, files: readonly SourceFile[]): 
     }
     throw err;
   }
-}
-
-/**
- * Points `<arch>-<version>` at the image of the newest build of that platform, as the version index does: a
- * build published late (a retry, an older event) does not take the tag from a newer one. Done after the index
- * settled, from the same records, so the tag and the index agree.
- */
-async function tagNewestImage(
-  target: Target,
-  tag: string,
-  ours: Descriptor,
-  records: readonly IndexRecord[],
-  stats: TransferStats,
-): Promise<NonNullable<BuildResult['container']>> {
-  const winner = containerWinner(records, ours) ?? ours;
-  const result = { repository: target.display, tag, digest: ours.digest, tagged: winner.digest === ours.digest };
-  if ((await target.resolve(tag)) === winner.digest) return result;
-  const bytes = await target.getManifest(winner.digest);
-  if (!bytes) throw new InputError(`${target.display}@${winner.digest} is in the records but not in the registry`);
-  await target.putManifest(bytes.bytes, bytes.mediaType, tag);
-  stats.manifestsWritten++;
-  return result;
 }
 
 function buildTime(build: BuildMetadata, lastModified: Date | undefined): string {

@@ -80,6 +80,7 @@ Examples:
   gl-oci-publish -r oci-layout:./out publish metal_pxe-amd64-1877.3-75df9f40 --dir ./bucket-copy
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux reindex 1877.3 --bucket gardenlinux-github-releases
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases
   gl-oci-publish -r oci-layout:./out event saved-s3-event.json`,
     );
 
@@ -115,6 +116,18 @@ Examples:
     .option('--repository <path>', 'a configured container sub-repository instead of the main repository')
     .action(async (version: string, tags: string[], options: { repository?: string }) => {
       await run(program.opts<Globals>(), { action: 'tag', version, tags, ...(options.repository ? { repository: options.repository } : {}) });
+    });
+
+  program
+    .command('retract')
+    .description('take one build out of its version on purpose: its records go, its entries leave the version index')
+    .argument('<base>', 'base name of the build, e.g. metal_pxe-amd64-1877.3-75df9f40')
+    .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
+    .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
+    .action(async (base: string, options: { bucket?: string; dir?: string }) => {
+      const dir = options.dir;
+      const bucket = dir ? LOCAL_BUCKET : options.bucket;
+      await run(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir);
     });
 
   program

@@ -3,10 +3,10 @@
  * - S3 notifications (`Records[].s3`), several records per event, keys form-URL-decoded;
  * - EventBridge `Object Created` events from S3;
  * - SQS events whose message bodies are S3 notifications (or EventBridge events); S3 test messages are dropped;
- * - manual payloads from the console or the CLI: publish, reindex, tag.
+ * - manual payloads from the console or the CLI: publish, reindex, tag, retract.
  */
 import * as z from 'zod';
-import { isVersion, metadataKey } from '../gardenlinux/naming';
+import { isBaseName, isVersion, metadataKey } from '../gardenlinux/naming';
 import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';
 
@@ -27,6 +27,8 @@ export type Job =
     }
   | { kind: 'reindex'; bucket?: string; version: string; origin: JobOrigin; repository?: string }
   | { kind: 'tag'; version: string; tags: string[]; origin: JobOrigin; repository?: string }
+  /** takes one build out of its version on purpose */
+  | { kind: 'retract'; bucket?: string; base: string; origin: JobOrigin }
   /** a message that could not be understood: it fails on its own, the rest of the batch goes on */
   | { kind: 'invalid'; error: string; origin: JobOrigin; messageId?: string }
   /** an event that is valid but asks for nothing (an S3 test message, a deletion) */
@@ -104,10 +106,17 @@ const ManualTag = z.strictObject({
   repository: z.string().min(1).optional(),
 });
 
+const ManualRetract = z.strictObject({
+  action: z.literal('retract'),
+  /** where the records are when STATE_BUCKET is not set */
+  bucket: bucketField.optional(),
+  base: z.string().refine(isBaseName, 'expected a base name such as container-amd64-1877.3-75df9f40'),
+});
+
 export const ACCEPTED_SHAPES =
   'accepted are S3 notifications ({"Records":[{"s3":…}]}), EventBridge "Object Created" events from aws.s3, ' +
   'SQS events carrying S3 notifications, and manual payloads {"action":"publish","bucket":…,"key":"meta/singles/<base>"} ' +
-  '(or "base" instead of "key"), {"action":"reindex","bucket":…,"version":…}, {"action":"tag","version":…,"tags":[…]}';
+  '(or "base" instead of "key"), {"action":"reindex","bucket":…,"version":…}, {"action":"tag","version":…,"tags":[…]}, {"action":"retract","base":…}';
 
 function fromNotification(n: z.infer<typeof S3Notification>, origin: JobOrigin, messageId?: string): Job[] {
   return n.Records.map((r): Job => {
@@ -178,8 +187,13 @@ function fromManual(event: Record<string, unknown>): Job[] {
         },
       ];
     }
+    case 'retract': {
+      const p = ManualRetract.safeParse(event);
+      if (!p.success) throw new InputError(`invalid retract payload: ${formatIssues(p.error)}`);
+      return [{ kind: 'retract', base: p.data.base, origin: 'manual', ...(p.data.bucket ? { bucket: p.data.bucket } : {}) }];
+    }
     default:
-      throw new InputError(`unknown action ${JSON.stringify(event.action)}: expected "publish", "reindex" or "tag"`);
+      throw new InputError(`unknown action ${JSON.stringify(event.action)}: expected "publish", "reindex", "tag" or "retract"`);
   }
 }
 

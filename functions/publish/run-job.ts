@@ -1,8 +1,9 @@
 /** Runs one job and reports it as a summary; a failure is part of the summary, never an exception. */
 import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
-import { convergeVersionIndex, type IndexUpdate } from '../orchestration/converge';
+import { convergeVersion, type IndexUpdate } from '../orchestration/converge';
 import { publishBuild, type BuildResult } from '../orchestration/publish-build';
+import { retractBuild, type RetractResult } from '../orchestration/retract';
 import { StateStore } from '../storage/state-store';
 import type { Target, TargetSet } from '../target/target';
 import { Deadline } from '../util/deadline';
@@ -28,6 +29,7 @@ export interface JobSummary {
   container?: BuildResult['container'];
   indexes?: IndexUpdate[];
   aliases?: AliasResult;
+  retracted?: Pick<RetractResult, 'repositories'>;
   bytesUploaded: number;
   bytesRead: number;
   blobsUploaded: number;
@@ -63,6 +65,14 @@ function subRepository(targets: TargetSet, rt: Runtime, name: string): Target {
     throw new InputError(`"${name}" is not one of the configured container repositories (CONTAINER_REPOSITORIES)`);
   }
   return targets.repository(name);
+}
+
+/**
+ * The targets for the version index, tags and aliases: their requests run on into the stop margin (a writer must
+ * list again after its write, see converge.ts) and stop only at the deadline's final point.
+ */
+function indexTargets(rt: Runtime, deadline: Deadline): TargetSet {
+  return rt.targets.forJob({ signal: deadline.finalSignal, timeLeft: () => deadline.finalLeft() });
 }
 
 /** A job is not started with less time than this left. */
@@ -101,8 +111,8 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             source,
             sourceName: job.bucket,
             state: stateFor(rt, job.bucket),
-            targets: rt.targets.forJob(deadline.signal),
-            indexTargets: rt.targets.forJob(),
+            targets: rt.targets.forJob({ signal: deadline.signal, timeLeft: () => deadline.left() }),
+            indexTargets: indexTargets(rt, deadline),
             containerRepositories: rt.config.containerRepositories,
             logger,
             blobConcurrency: rt.config.blobConcurrency,
@@ -113,6 +123,7 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             rangePartBytes: rt.config.s3PartBytes,
           },
           job.key,
+          { byHand: job.origin === 'manual' },
         );
         const { outcome, ...rest } = r;
         return done({ ...where, outcome, ...rest });
@@ -121,21 +132,34 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
         Object.assign(where, { version: job.version, ...(job.bucket ? { bucket: job.bucket } : {}) });
         const state = stateFor(rt, job.bucket === undefined ? undefined : allowed(rt, job.bucket));
         const indexes: IndexUpdate[] = [];
-        const targets = rt.targets.forJob();
+        const targets = indexTargets(rt, deadline);
         for (const target of allTargets(targets, rt)) {
-          const listed = await state.listRecords(target.id, job.version);
+          const listed = await state.listVersion(target.id, job.version);
           if (listed.length === 0 && target !== targets.main) continue;
-          indexes.push((await convergeVersionIndex(state, target, job.version, logger, deadline)).update);
+          // By hand after an incident: every entry is checked to exist, so a deleted manifest leaves the index.
+          indexes.push((await convergeVersion({ state, target, version: job.version, logger, deadline, checkEntries: true })).update);
         }
         return done({ ...where, outcome: indexes.some((i) => i.changed) ? 'published' : 'unchanged', indexes });
       }
       case 'tag': {
         Object.assign(where, { version: job.version });
         deadline.ensure(`tagging ${job.version}`, MIN_JOB_MS);
-        const targets = rt.targets.forJob();
+        const targets = indexTargets(rt, deadline);
         const target = job.repository ? subRepository(targets, rt, job.repository) : targets.main;
         const aliases = await tagAliases(target, job.version, job.tags, logger);
         return done({ ...where, outcome: aliases.tags.some((t) => t.changed) ? 'published' : 'unchanged', aliases });
+      }
+      case 'retract': {
+        Object.assign(where, { base: job.base, ...(job.bucket ? { bucket: job.bucket } : {}) });
+        const state = stateFor(rt, job.bucket === undefined ? undefined : allowed(rt, job.bucket));
+        const r = await retractBuild(state, allTargets(indexTargets(rt, deadline), rt), job.base, logger, deadline);
+        return done({
+          ...where,
+          version: r.version,
+          outcome: r.indexes.some((i) => i.changed) ? 'published' : 'unchanged',
+          indexes: r.indexes,
+          retracted: { repositories: r.repositories },
+        });
       }
     }
   } catch (caught) {

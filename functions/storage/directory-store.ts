@@ -1,6 +1,6 @@
 /** A local directory laid out like the bucket (`objects/<base>/…`, `meta/singles/<base>`): the CLI's source. */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { SourceError } from '../util/errors';
@@ -105,5 +105,9 @@ export class DirectoryStore implements ObjectStore {
       await fh.close();
     }
     await rename(tmp, target);
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
   }
 }

@@ -39,6 +39,8 @@ export interface ObjectStore {
   /** a stream of the object's bytes (or of a range of them); fails when the object is missing or changed */
   open(key: string, options?: OpenOptions): Promise<Readable>;
   put(key: string, body: Buffer, contentType?: string): Promise<void>;
+  /** removes the object; one that is not there is not an error */
+  delete(key: string): Promise<void>;
 }
 
 /** S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit. */

@@ -3,6 +3,8 @@
  *
  * - `records/<target>/<version>/<base>.json`: the version-index entries of one published build. They are
  *   written after the build's manifests exist, and the version index is rendered from them (see converge.ts).
+ * - `records/<target>/<version>/<base>.retracted`: a build retracted on purpose. Its entries leave the index,
+ *   whoever wrote them, and stay out until the build is published again by hand.
  * - `digests/<source>/<key>.json`: what was learnt from reading one source object at one ETag (its digest, and
  *   for archives what they hold), so a re-run need not read it again.
  */
@@ -18,6 +20,20 @@ const RecordSchema = z.object({
   container: DescriptorSchema.optional(),
   gardenlinux: DescriptorSchema.optional(),
 });
+
+const RetractionSchema = z.object({
+  base: z.string().min(1),
+  retractedAt: z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'not a date'),
+  /** the manifests the build's record named (artifact manifest, container image): entries naming them go too */
+  digests: z.array(z.string()),
+});
+export type Retraction = z.infer<typeof RetractionSchema>;
+
+const RECORD_SUFFIX = '.json';
+const RETRACTION_SUFFIX = '.retracted';
+
+/** One entry of a version's listing, read. */
+export type VersionEntry = { kind: 'record'; record: IndexRecord } | { kind: 'retraction'; retraction: Retraction };
 
 const BlobFactSchema = z.object({ name: z.string(), digest: z.string(), size: z.number().int().nonnegative() });
 
@@ -59,25 +75,60 @@ export class StateStore {
     return `${this.prefix}records/${targetId}/${version}/`;
   }
 
-  async listRecords(targetId: string, version: string): Promise<ObjectInfo[]> {
-    const prefix = this.recordsPrefix(targetId, version);
-    return (await this.store.list(prefix)).filter((o) => o.key.endsWith('.json') && !o.key.slice(prefix.length).includes('/'));
+  private key(targetId: string, version: string, base: string, suffix: string): string {
+    return `${this.recordsPrefix(targetId, version)}${base}${suffix}`;
   }
 
-  async readRecord(info: ObjectInfo): Promise<IndexRecord | undefined> {
+  /** The records and retractions of one version in one target (S3 LIST is strongly consistent). */
+  async listVersion(targetId: string, version: string): Promise<ObjectInfo[]> {
+    const prefix = this.recordsPrefix(targetId, version);
+    return (await this.store.list(prefix)).filter(
+      (o) => (o.key.endsWith(RECORD_SUFFIX) || o.key.endsWith(RETRACTION_SUFFIX)) && !o.key.slice(prefix.length).includes('/'),
+    );
+  }
+
+  /** A listed entry, or undefined when it was removed since the listing. */
+  async readEntry(info: ObjectInfo): Promise<VersionEntry | undefined> {
     const data = await this.store.get(info.key, { maxBytes: 64 * 1024 });
-    if (!data) return undefined; // removed since the listing
-    return parseJson(RecordSchema, data.bytes, `record ${this.store.description}/${info.key}`);
+    if (!data) return undefined;
+    const what = `${this.store.description}/${info.key}`;
+    if (info.key.endsWith(RETRACTION_SUFFIX)) return { kind: 'retraction', retraction: parseJson(RetractionSchema, data.bytes, `retraction ${what}`) };
+    return { kind: 'record', record: parseJson(RecordSchema, data.bytes, `record ${what}`) };
+  }
+
+  async getRecord(targetId: string, version: string, base: string): Promise<IndexRecord | undefined> {
+    const key = this.key(targetId, version, base, RECORD_SUFFIX);
+    const data = await this.store.get(key, { maxBytes: 64 * 1024 });
+    return data ? parseJson(RecordSchema, data.bytes, `record ${this.store.description}/${key}`) : undefined;
   }
 
   /** Writes a build's record unless an identical one is there (a rewrite would look like news to others). */
   async putRecord(targetId: string, version: string, record: IndexRecord): Promise<boolean> {
-    const key = `${this.recordsPrefix(targetId, version)}${record.base}.json`;
+    const key = this.key(targetId, version, record.base, RECORD_SUFFIX);
     const bytes = Buffer.from(JSON.stringify(RecordSchema.parse(record)));
     const existing = await this.store.get(key, { maxBytes: 64 * 1024 });
     if (existing && existing.bytes.equals(bytes)) return false;
     await this.store.put(key, bytes, 'application/json');
     return true;
+  }
+
+  async deleteRecord(targetId: string, version: string, base: string): Promise<void> {
+    await this.store.delete(this.key(targetId, version, base, RECORD_SUFFIX));
+  }
+
+  async getRetraction(targetId: string, version: string, base: string): Promise<Retraction | undefined> {
+    const key = this.key(targetId, version, base, RETRACTION_SUFFIX);
+    const data = await this.store.get(key, { maxBytes: 64 * 1024 });
+    return data ? parseJson(RetractionSchema, data.bytes, `retraction ${this.store.description}/${key}`) : undefined;
+  }
+
+  async putRetraction(targetId: string, version: string, retraction: Retraction): Promise<void> {
+    const bytes = Buffer.from(JSON.stringify(RetractionSchema.parse(retraction)));
+    await this.store.put(this.key(targetId, version, retraction.base, RETRACTION_SUFFIX), bytes, 'application/json');
+  }
+
+  async deleteRetraction(targetId: string, version: string, base: string): Promise<void> {
+    await this.store.delete(this.key(targetId, version, base, RETRACTION_SUFFIX));
   }
 
   private factsKey(source: string, key: string): string {

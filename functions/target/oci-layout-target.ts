@@ -13,9 +13,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { HashingTap, isDigest, sha256Digest } from '../oci/digest';
 import { REF_NAME } from '../oci/container-archive';
 import { IndexSchema, parseJson, type Descriptor } from '../oci/descriptor';
-import { MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
+import { INDEX_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
 import { expectedOf } from '../registry/client';
-import { isRetryable } from '../registry/errors';
+import { isRetryable, RegistryError } from '../registry/errors';
 import { describeError, IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
@@ -127,6 +127,7 @@ export class OciLayoutTarget implements Target {
     await this.init();
     const digest = sha256Digest(bytes);
     if (isDigest(reference) && reference !== digest) throw new IntegrityError(`manifest bytes have digest ${digest}, not ${reference}`);
+    if (INDEX_TYPES.includes(mediaType)) await this.checkChildren(bytes, reference);
     if (!(await this.hasBlob(digest))) {
       const tmp = tmpName(this.blobPath(digest));
       await writeFile(tmp, bytes);
@@ -134,6 +135,16 @@ export class OciLayoutTarget implements Target {
     }
     if (!isDigest(reference)) await this.tag(reference, { mediaType, digest, size: bytes.length });
     return digest;
+  }
+
+  /** As registries do: an index naming a manifest that is not there is refused. */
+  private async checkChildren(bytes: Buffer, reference: string): Promise<void> {
+    const index = parseJson(IndexSchema, bytes, `${this.display}:${reference}`);
+    for (const m of index.manifests) {
+      if (!(await this.hasBlob(m.digest))) {
+        throw new RegistryError(`${this.display}:${reference}: the index names ${m.digest}, which is not in the layout`, { status: 400, code: 'MANIFEST_BLOB_UNKNOWN' });
+      }
+    }
   }
 
   private tag(name: string, desc: Descriptor): Promise<void> {

@@ -1,6 +1,7 @@
 import type { Credentials } from '../registry/auth';
 import type { CredentialSource } from '../registry/credentials';
-import { JobScope, RegistryClient, type RegistryRepository } from '../registry/client';
+import { JobScope, RegistryClient } from '../registry/client';
+import type { RegistryRepository } from '../registry/repository';
 import type { RetryPolicy } from '../registry/retry';
 import type { Logger } from '../util/log';
 import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
@@ -51,6 +52,8 @@ export interface RegistryTargetOptions {
   /** failures in a row after which a job stops retrying */
   maxConsecutiveFailures?: number;
   connections?: number;
+  /** the smallest chunk the registry takes, when it does not say so itself */
+  minChunkBytes?: number;
 }
 
 export function registryTargets(options: RegistryTargetOptions): TargetSet {
@@ -64,6 +67,7 @@ export function registryTargets(options: RegistryTargetOptions): TargetSet {
     ...(options.chunkBytes ? { chunkBytes: options.chunkBytes } : {}),
     ...(options.chunkedUploads ? { chunkedUploads: options.chunkedUploads } : {}),
     ...(options.connections ? { connections: options.connections } : {}),
+    ...(options.minChunkBytes ? { minChunkBytes: options.minChunkBytes } : {}),
   });
   const scoped = (scope: JobScope): TargetSet => {
     const targets = new Map<string, RegistryTarget>();
@@ -75,7 +79,7 @@ export function registryTargets(options: RegistryTargetOptions): TargetSet {
     return {
       main: get(options.repository),
       repository: (path) => get(`${options.repository}/${path}`),
-      forJob: (signal) => scoped(new JobScope(signal, options.maxConsecutiveFailures)),
+      forJob: (limits = {}) => scoped(new JobScope(limits.signal, options.maxConsecutiveFailures, limits.timeLeft)),
     };
   };
   return scoped(new JobScope(undefined, options.maxConsecutiveFailures));

@@ -23,11 +23,20 @@ export interface Target {
   putManifest(bytes: Buffer, mediaType: string, reference: string): Promise<string>;
 }
 
+export interface JobLimits {
+  signal?: AbortSignal;
+  /** milliseconds the job's requests may still take */
+  timeLeft?: () => number;
+}
+
 export interface TargetSet {
   /** the configured repository */
   readonly main: Target;
   /** a sub-repository of it (`<repo>/<path>`), for container flavors mapped elsewhere */
   repository(path: string): Target;
-  /** the same targets for one job: its requests stop on `signal`, and its failures are counted on their own */
-  forJob(signal?: AbortSignal): TargetSet;
+  /**
+   * The same targets for one job: its requests stop on `signal`, no wait starts that runs past `timeLeft`, and its
+   * failures are counted on their own.
+   */
+  forJob(limits?: JobLimits): TargetSet;
 }

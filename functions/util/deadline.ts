@@ -1,8 +1,11 @@
 /**
  * The time a job has. In Lambda it comes from `context.getRemainingTimeInMillis()`; a margin is kept for
  * reporting. Work is checked against it before it starts (a blob upload whose estimated time does not fit is not
- * begun), and at the margin an abort signal stops transfers still running. The version index is never
- * interrupted: a round of it only starts when it can finish.
+ * begun), and at the margin an abort signal stops transfers still running.
+ *
+ * The version index is not stopped at the margin: a writer that has put an index must list the records again
+ * (converge.ts), and that last list comes out of the margin. Its requests stop only at the final point, a few
+ * seconds before the invocation ends, which is kept for reporting (`finalSignal`).
  */
 import { setMaxListeners } from 'node:events';
 import { PublishError } from './errors';
@@ -15,8 +18,12 @@ export class TimeoutError extends PublishError {
   }
 }
 
+/** Kept for reporting at the very end, out of the margin: the final point comes this long before the end. */
+const FINAL_MS = 3_000;
+
 export class Deadline {
   private readonly controller = new AbortController();
+  private readonly finalController = new AbortController();
   private timer: NodeJS.Timeout | undefined;
 
   /**
@@ -29,15 +36,20 @@ export class Deadline {
   ) {
     // Every request and read of the job listens to the signal; dozens at once are expected, not a leak.
     setMaxListeners(1000, this.controller.signal);
+    setMaxListeners(1000, this.finalController.signal);
     if (remainingMs !== undefined) {
       // Polled rather than timed once: the clock is whatever remainingMs says (Lambda's, or a test's).
       const check = (): void => {
-        if (this.left() > 0) return;
-        this.controller.abort(new TimeoutError(`stopped: the invocation's time ran out (margin ${Math.round(marginMs / 1000)} s)`));
-        this.dispose();
+        if (this.left() <= 0 && !this.signal.aborted) {
+          this.controller.abort(new TimeoutError(`stopped: the invocation's time ran out (margin ${Math.round(marginMs / 1000)} s)`));
+        }
+        if (this.finalLeft() <= 0) {
+          this.finalController.abort(new TimeoutError('stopped: the invocation is about to end'));
+          this.dispose();
+        }
       };
       check();
-      if (!this.signal.aborted) this.timer = setInterval(check, 200).unref();
+      if (!this.finalSignal.aborted) this.timer = setInterval(check, 200).unref();
     }
   }
 
@@ -50,9 +62,19 @@ export class Deadline {
     return this.controller.signal;
   }
 
+  /** Aborted at the final point: even the version index's last requests stop, so the job can still report. */
+  get finalSignal(): AbortSignal {
+    return this.finalController.signal;
+  }
+
   /** Milliseconds of work still allowed (Infinity without a limit). */
   left(): number {
     return this.remainingMs === undefined ? Infinity : this.remainingMs() - this.marginMs;
+  }
+
+  /** Milliseconds until the final point (Infinity without a limit). */
+  finalLeft(): number {
+    return this.remainingMs === undefined ? Infinity : this.remainingMs() - Math.min(this.marginMs, FINAL_MS);
   }
 
   /** Throws a TimeoutError unless `neededMs` more work fits: called before starting something. */

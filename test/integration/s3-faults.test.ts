@@ -79,6 +79,7 @@ describe('S3 faults', () => {
               get: (k, o) => store.get(k, o),
               open: (k, o) => store.open(k, o),
               put: (k, body, t) => store.put(k, body, t),
+              delete: (k) => store.delete(k),
               async list(prefix) {
                 const listing = await store.list(prefix);
                 if (prefix.startsWith('objects/')) await s3.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: changed, Body: 'rebuilt\n' }));

@@ -1,0 +1,58 @@
+/**
+ * The operations on one repository of a registry, for one job: blobs (HEAD, uploads in blob-upload.ts) and
+ * manifests (manifests.ts). Every request goes through the client (auth, retries) with the job's scope.
+ */
+import type { RegistryClient } from './client';
+import { uploadBlob, type BlobUpload, type UploadResult } from './blob-upload';
+import type { JobScope, Operation } from './failure-budget';
+import { fail, type Req, type Res } from './http';
+import { getManifest, headManifest, putManifest, type FetchedManifest } from './manifests';
+
+export type { BlobUpload, FetchedManifest, UploadResult };
+
+export class RegistryRepository {
+  // The publisher reads and writes its repositories, so one token (pull,push) serves every request; an
+  // anonymous token server grants pull only, which still serves the reads.
+  readonly scopes: readonly string[];
+
+  constructor(
+    readonly client: RegistryClient,
+    readonly name: string,
+    readonly scope: JobScope,
+  ) {
+    this.scopes = [`repository:${name}:pull,push`];
+  }
+
+  url(path: string): URL {
+    return new URL(`${this.client.origin}/v2/${this.name}/${path}`);
+  }
+
+  send(req: Omit<Req, 'scopes'>, op?: Operation): Promise<Res> {
+    return this.client.send({ ...req, scopes: this.scopes }, this.scope, op);
+  }
+
+  async hasBlob(digest: string, op?: Operation): Promise<boolean> {
+    const what = `HEAD blob ${this.name}@${digest}`;
+    const res = await this.send({ method: 'HEAD', url: this.url(`blobs/${digest}`), what }, op);
+    await res.body.dump();
+    if (res.status === 200) return true;
+    if (res.status === 404) return false;
+    return fail(res, what);
+  }
+
+  uploadBlob(blob: BlobUpload): Promise<UploadResult> {
+    return uploadBlob(this, blob);
+  }
+
+  headManifest(reference: string): Promise<{ digest?: string; mediaType?: string } | undefined> {
+    return headManifest(this, reference);
+  }
+
+  getManifest(reference: string): Promise<FetchedManifest | undefined> {
+    return getManifest(this, reference);
+  }
+
+  putManifest(bytes: Buffer, mediaType: string, reference: string): Promise<string> {
+    return putManifest(this, bytes, mediaType, reference);
+  }
+}
