@@ -1,7 +1,9 @@
 /**
  * A fault-injecting HTTP proxy for tests, between the publisher and a real docker-registry (and its token
  * server). It classifies each request (blob HEAD, upload POST, PATCH, PUT, manifest GET/PUT, token fetch) and
- * can fail it: an error status, 429 with Retry-After, a connection reset after some bytes, a stall. It can also
+ * can fail it: an error status, 429 with Retry-After, a connection reset after some bytes, a stall, an answer the
+ * registry gave that is lost on the way back (the request took effect) or held back past the client's timeout. Rules
+ * pick requests by kind, path and body size (Content-Length). It can also
  * behave like registries that differ from distribution: PATCH answered 201 (ECR), a minimum chunk size, a cap on
  * request bodies (a CDN), relative Location headers, strict Accept checks, and redirects to another origin.
  */
@@ -17,12 +19,22 @@ export type Fault =
   /** takes the request and never answers */
   | { type: 'stall' }
   /** answers 200 with a body that is not what the request asked for */
-  | { type: 'garbage' };
+  | { type: 'garbage' }
+  /** forwards the request, lets the registry answer it, then closes the client's connection instead of relaying */
+  | { type: 'lose-answer' }
+  /** forwards the request, holds the registry's answer for this many milliseconds, then relays it */
+  | { type: 'delay-answer'; ms: number };
 
 export interface FaultRule {
   kind: RequestKind;
   /** only requests whose path contains this */
   pathIncludes?: string;
+  /** only requests whose path ends with this (e.g. `/manifests/1877.3`: the version index, not `1877.3-…` tags) */
+  pathEndsWith?: string;
+  /** only requests whose body (Content-Length; none counts as 0) is at least this many bytes */
+  minBodyBytes?: number;
+  /** only requests whose body (Content-Length; none counts as 0) is at most this many bytes (0: body-less) */
+  maxBodyBytes?: number;
   fault: Fault;
   /** how many matching requests fail (default 1); Infinity for a fault that does not go away */
   times?: number;
@@ -51,8 +63,26 @@ export interface ProxyLogEntry {
   kind: RequestKind;
   method: string;
   path: string;
-  status: number | 'reset' | 'stall';
+  /**
+   * what the client got: a status, 'reset' (connection closed while the request body came in or the response
+   * body went out), 'stall' (no answer), 'lost' (the registry answered, the client's connection was closed instead)
+   */
+  status: number | 'reset' | 'stall' | 'lost';
   faulted: boolean;
+  /** the injected fault's type, when faulted */
+  fault?: Fault['type'];
+  /** when the proxy took the request up, after any `delayMs` hold (ms since the epoch) */
+  at: number;
+  /** the request's Content-Length (0 when none) */
+  bodyBytes: number;
+  /** for a request reset while its body came in: the body bytes received by then */
+  receivedBytes?: number;
+  /** for lose-answer and delay-answer: what the registry answered */
+  upstreamStatus?: number;
+  /** for delay-answer: how long the answer was held */
+  heldMs?: number;
+  /** for delay-answer: the client had closed its connection before the answer was relayed */
+  clientGone?: boolean;
 }
 
 export interface FaultProxy {
@@ -90,9 +120,12 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
   /** chunk sizes per upload session, for minChunkBytes */
   const chunks = new Map<string, number[]>();
 
-  const pickFault = (kind: RequestKind, path: string): Fault | undefined => {
+  const pickFault = (kind: RequestKind, path: string, bodyBytes: number): Fault | undefined => {
     for (const rule of rules) {
       if (rule.kind !== kind || (rule.pathIncludes !== undefined && !path.includes(rule.pathIncludes))) continue;
+      if (rule.pathEndsWith !== undefined && !path.endsWith(rule.pathEndsWith)) continue;
+      if (rule.minBodyBytes !== undefined && bodyBytes < rule.minBodyBytes) continue;
+      if (rule.maxBodyBytes !== undefined && bodyBytes > rule.maxBodyBytes) continue;
       const n = (seen.get(rule) ?? 0) + 1;
       seen.set(rule, n);
       const skip = rule.skip ?? 0;
@@ -116,15 +149,17 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
     const url = new URL(req.url ?? '/', 'http://proxy');
     const method = req.method ?? 'GET';
     const kind = classify(method, url.pathname);
-    const entry: ProxyLogEntry = { kind, method, path: url.pathname, status: 0, faulted: false };
+    const length = Number(req.headers['content-length'] ?? 0) || 0;
+    const entry: ProxyLogEntry = { kind, method, path: url.pathname, status: 0, faulted: false, at: Date.now(), bodyBytes: length };
     log.push(entry);
     if (isDown) {
       req.socket.destroy();
       entry.status = 'reset';
       return;
     }
-    const fault = pickFault(kind, url.pathname);
+    const fault = pickFault(kind, url.pathname, length);
     entry.faulted = fault !== undefined;
+    if (fault !== undefined) entry.fault = fault.type;
 
     const reply = (status: number, headers: Record<string, string>, body: string) => {
       entry.status = status;
@@ -148,7 +183,6 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
       res.writeHead(307, { location: `${behaviour.redirectManifestGets}${url.pathname}${url.search}` }).end();
       return;
     }
-    const length = Number(req.headers['content-length'] ?? 0);
     if (behaviour.maxBodyBytes !== undefined && length > behaviour.maxBodyBytes) {
       return reply(413, { 'content-type': 'text/html' }, '<html><body>413 Request Entity Too Large</body></html>');
     }
@@ -194,6 +228,31 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
         upRes.resume();
         return reply(200, { 'content-type': String(upRes.headers['content-type'] ?? 'application/json') }, '<html>this is not JSON</html>');
       }
+      if (fault?.type === 'lose-answer') {
+        // The registry did what was asked; the client never learns it.
+        entry.upstreamStatus = status;
+        entry.status = 'lost';
+        upRes.resume();
+        req.socket.destroy();
+        return;
+      }
+      if (fault?.type === 'delay-answer') {
+        entry.upstreamStatus = status;
+        upRes.pause();
+        const held = Date.now();
+        setTimeout(() => {
+          entry.heldMs = Date.now() - held;
+          entry.status = status;
+          entry.clientGone = res.destroyed || req.socket.destroyed;
+          if (entry.clientGone) {
+            upRes.resume();
+            return;
+          }
+          res.writeHead(status, outHeaders);
+          upRes.pipe(res);
+        }, fault.ms);
+        return;
+      }
       entry.status = status;
       res.writeHead(status, outHeaders);
       if (fault?.type === 'reset' && (method === 'GET')) {
@@ -224,6 +283,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
         received += c.length;
         if (received >= fault.afterBytes) {
           entry.status = 'reset';
+          entry.receivedBytes = received;
           req.socket.destroy();
           up.destroy();
         } else up.write(c);
@@ -231,6 +291,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
       req.on('end', () => {
         if (fault.afterBytes === 0 || received < fault.afterBytes) {
           entry.status = 'reset';
+          entry.receivedBytes = received;
           req.socket.destroy();
           up.destroy();
         }
