@@ -82,11 +82,6 @@ export function containerWinners(records: readonly IndexRecord[]): Map<string, I
   return containers;
 }
 
-/** The container entry that holds the slot of `entry`'s platform among `records`. */
-export function containerWinner(records: readonly IndexRecord[], entry: Descriptor): Descriptor | undefined {
-  return containerWinners(records).get(platformKey(entry))?.container;
-}
-
 /** A digest or cname the exclusions name. */
 function excluder(exclusions: Exclusions): { digest: (d: string) => boolean; base: (b: string) => boolean } {
   const bases = new Set((exclusions.retracted ?? []).map((r) => r.base));
@@ -176,6 +171,26 @@ export function renderVersionIndex(allRecords: readonly IndexRecord[], current: 
     throw new InputError(`the version index would be ${bytes.length} bytes, above the 4 MiB registries accept`);
   }
   return { index, bytes, digest: sha256Digest(bytes) };
+}
+
+/**
+ * Whether two indexes agree on everything that concerns one build: the Garden Linux entries of its flavor-arch,
+ * in order, and the container slot of its platform. (A writer whose build is placed right in an index someone
+ * else wrote has nothing left to do for its own record.)
+ */
+export function samePlace(a: ImageIndex | undefined, b: ImageIndex | undefined, record: IndexRecord): boolean {
+  const group = (index: ImageIndex | undefined): Descriptor[] =>
+    (index?.manifests ?? []).filter((m) => {
+      const cname = cnameOf(m);
+      if (cname === undefined) return record.container !== undefined && isContainerEntry(m) && platformKey(m) === platformKey(record.container);
+      try {
+        const n = parseBaseName(cname);
+        return `${n.flavor}-${n.arch}` === record.flavorArch;
+      } catch {
+        return cname === record.base;
+      }
+    });
+  return isDeepStrictEqual(group(a), group(b));
 }
 
 /** True when writing `rendered` over `current` would change nothing a reader can see. */

@@ -6,14 +6,16 @@
  * plain read-modify-write. Instead both are a function of durable state: each publisher writes its record
  * first, then goes in rounds. A round lists the version's records (S3 LIST is strongly consistent), reads the
  * index and the tags, renders what the records say they must be (keeping entries other tools wrote) and writes
- * what differs. A writer stops only after a round that wrote nothing; after a round that wrote, it waits a
- * little (backoff with jitter, so a burst of writers thins out) and goes on.
+ * what differs. A writer stops after a round that wrote nothing: either all was right for its listing, or it
+ * was overtaken (none of its own writes is what readers see any more, and its own build is placed right in what
+ * they see). After a round that wrote, it waits a little (backoff with jitter) and goes on.
  *
  * Why it converges: take the last write of all, by writer X. X's next round listed the records after that
- * write, read what it wrote (nothing came later) and found it right for that listing, so every record written
- * before that listing is in it. A record written after the listing belongs to a writer whose own rounds list and
- * read after X's write; finding its entry missing, it would write, contradicting "last". So the index holds every
- * record, and each tag names the image that holds its platform's slot in the index. This needs every write to be
+ * write and read what it wrote (nothing came later); X could not stop as overtaken, since readers see its own
+ * write, so it found that write right for its listing: every record written before that listing is in it. A
+ * record written after the listing belongs to a writer whose own rounds list and read after X's write; finding
+ * its build missing or misplaced, it would write, contradicting "last". So the index holds every record, and
+ * each tag names the image that holds its platform's slot in the index. This needs every write to be
  * followed by its writer's next round, so a writer never stops in between: that round comes out of the stop
  * margin, and only at the very end of the invocation (the final point) does the job give up as `timeout`, for
  * its retry to converge again.
@@ -22,7 +24,7 @@
  * (MANIFEST_BLOB_UNKNOWN), and on `reindex` always, every entry is checked and the missing ones are dropped
  * with a warning naming them.
  */
-import { containerTags, renderVersionIndex, sameIndex, type Exclusions, type IndexRecord, type RenderedIndex } from '../gardenlinux/version-index';
+import { containerTags, renderVersionIndex, sameIndex, samePlace, type Exclusions, type IndexRecord, type RenderedIndex } from '../gardenlinux/version-index';
 import { IndexSchema, parseJson, type ImageIndex } from '../oci/descriptor';
 import { INDEX_TYPES, OCI_INDEX } from '../oci/media-types';
 import { RegistryError } from '../registry/errors';
@@ -70,6 +72,8 @@ export interface ConvergeOptions {
   checkEntries?: boolean;
   /** the index as read just before: the first round then reads it only if it changed since */
   known?: IndexSnapshot;
+  /** the base of the build this writer published: once others wrote after it and placed it right, it may stop */
+  own?: string;
 }
 
 /** Time the first round (list, read, render, write) may need: it starts only when this much is left. */
@@ -124,7 +128,7 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
   let snapshot = o.known;
   let checked = !o.checkEntries;
   let changed = false;
-  const tagState = new Map<string, { tag: string; digest: string; base: string; changed: boolean }>();
+  const own: OwnWrites = { tags: new Map() };
 
   for (let round = 1; ; round++) {
     if (round === 1) o.deadline.ensure(`the version index ${where}`, ROUND_MS);
@@ -149,23 +153,10 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
       await checkEntries(o, state, snapshot, gone);
       checked = true;
     }
-    let writes = 0;
-    // The index first, then the tags: a tag names an image the index already lists in its slot. A manifest
-    // found gone on the way is left out of both, so both are rendered again.
-    for (;;) {
-      const rendered = renderVersionIndex(state.records, snapshot?.index, exclusions(state, gone));
-      if (rendered !== undefined && !sameIndex(rendered, snapshot?.index)) {
-        const written = await putIndex(o, rendered, state, gone, round);
-        if (written === undefined) continue;
-        snapshot = { digest: written, index: rendered.index, size: rendered.bytes.length };
-        writes++;
-      }
-      const known = gone.size;
-      writes += await convergeTags(o, state, gone, tagState);
-      if (gone.size === known) break;
-    }
-    if (writes === 0) {
-      const tags = [...tagState.values()];
+    const writes = await writeRound(o, state, gone, round, own, snapshot);
+    snapshot = writes.snapshot;
+    if (writes.count === 0) {
+      const tags = [...own.tags.values()];
       return {
         update: {
           repository: o.target.display,
@@ -243,31 +234,103 @@ async function findGone(o: ConvergeOptions, digests: readonly string[], state: R
   });
 }
 
+/** What this writer wrote last (what it must check again while readers still see it), and the tags it saw. */
+interface OwnWrites {
+  index?: string;
+  tags: Map<string, { tag: string; digest: string; base: string; changed: boolean }>;
+  lastTagWrites?: Map<string, string>;
+}
+
 /**
- * Points each `<arch>-<version>` at the image of its platform's newest build; returns the tags written. Stops
- * early when a tagged image is gone (it joins `gone`; the caller renders again).
+ * One round's writes: the index, then the container tags (a tag names an image the index already lists in its
+ * slot). A manifest found gone on the way is left out of both, and both are rendered again.
+ *
+ * Nothing is written when all is right already, and nothing either when this writer was overtaken: none of its
+ * own writes is what readers see any more (others wrote after it, and each of them must check its own write in
+ * its next round), and its build has its right place in what they wrote. Only the writer of what readers see
+ * must bring it in line with its listing; the others stop, so a burst of writers thins out fast.
  */
-async function convergeTags(
+async function writeRound(
   o: ConvergeOptions,
   state: Round,
   gone: Set<string>,
-  seen: Map<string, { tag: string; digest: string; base: string; changed: boolean }>,
-): Promise<number> {
-  let writes = 0;
-  for (const t of containerTags(state.records, o.version, exclusions(state, gone))) {
-    const entry = { tag: t.tag, digest: t.entry.digest, base: t.base, changed: seen.get(t.tag)?.changed ?? false };
-    if ((await o.target.resolve(t.tag)) !== t.entry.digest) {
+  round: number,
+  own: OwnWrites,
+  start: IndexSnapshot | undefined,
+): Promise<{ count: number; snapshot: IndexSnapshot | undefined }> {
+  let snapshot = start;
+  let count = 0;
+  for (;;) {
+    const ex = exclusions(state, gone);
+    const rendered = renderVersionIndex(state.records, snapshot?.index, ex);
+    const tags = tagsToKeep(o, state, ex);
+    const tagged = await mapLimit(tags, 4, (t) => o.target.resolve(t.tag));
+    for (const t of tags) own.tags.set(t.tag, { tag: t.tag, digest: t.entry.digest, base: t.base, changed: own.tags.get(t.tag)?.changed ?? false });
+    const indexRight = rendered === undefined || sameIndex(rendered, snapshot?.index);
+    const wrongTags = tags.filter((t, i) => tagged[i] !== t.entry.digest);
+    if (indexRight && wrongTags.length === 0) return { count, snapshot };
+    if (count === 0 && overtaken(o, state, own, rendered, snapshot, tags, tagged)) return { count, snapshot };
+
+    if (!indexRight && rendered !== undefined) {
+      const written = await putIndex(o, rendered, state, gone, round);
+      if (written === undefined) continue;
+      snapshot = { digest: written, index: rendered.index, size: rendered.bytes.length };
+      own.index = written;
+      count++;
+    }
+    let found = false;
+    for (const t of wrongTags) {
       const image = await o.target.getManifest(t.entry.digest);
       if (image === undefined) {
         await findGone(o, [t.entry.digest], state, gone);
-        return writes;
+        found = true;
+        break;
       }
       await o.target.putManifest(image.bytes, image.mediaType, t.tag);
       o.logger.info('container tag set', { repository: o.target.display, tag: t.tag, digest: t.entry.digest, base: t.base });
-      entry.changed = true;
-      writes++;
+      (own.lastTagWrites ??= new Map()).set(t.tag, t.entry.digest);
+      own.tags.set(t.tag, { tag: t.tag, digest: t.entry.digest, base: t.base, changed: true });
+      count++;
     }
-    seen.set(t.tag, entry);
+    if (!found) return { count, snapshot };
   }
-  return writes;
+}
+
+/**
+ * The container tags this writer keeps: all of them for reindex and retract; for a publication, only those of
+ * its own build's platform (a build without an image keeps none). The argument above holds among the writers of
+ * one platform's records, and fewer writers of a tag means fewer rewrites of the same manifest, which
+ * distribution's storage does not do atomically.
+ */
+function tagsToKeep(o: ConvergeOptions, state: Round, ex: Exclusions): ReturnType<typeof containerTags> {
+  const all = containerTags(state.records, o.version, ex);
+  if (o.own === undefined) return all;
+  const platform = state.records.find((r) => r.base === o.own)?.container?.platform;
+  if (platform === undefined) return [];
+  return all.filter((t) => t.entry.platform?.architecture === platform.architecture && t.entry.platform?.os === platform.os);
+}
+
+/** True when readers see none of this writer's own writes any more, and its build is placed right in what they see. */
+function overtaken(
+  o: ConvergeOptions,
+  state: Round,
+  own: OwnWrites,
+  rendered: RenderedIndex | undefined,
+  snapshot: IndexSnapshot | undefined,
+  tags: ReadonlyArray<{ tag: string; entry: { digest: string }; base: string }>,
+  tagged: ReadonlyArray<string | undefined>,
+): boolean {
+  if (o.own === undefined) return false;
+  if (own.index !== undefined && snapshot?.digest === own.index) return false;
+  if (tags.some((t, i) => tagged[i] !== undefined && own.lastTagWrites?.get(t.tag) === tagged[i])) return false;
+  const record = state.records.find((r) => r.base === o.own);
+  // Retracted, or never recorded: this writer has no place of its own to check.
+  if (record === undefined) return true;
+  if (!samePlace(rendered?.index, snapshot?.index, record)) return false;
+  // Its platform's tag: whoever holds the slot, the tag must name it.
+  const platform = record.container?.platform;
+  return tags.every((t, i) => {
+    const holder = state.records.find((r) => r.base === t.base)?.container?.platform;
+    return platform === undefined || holder?.architecture !== platform.architecture || holder?.os !== platform.os || tagged[i] === t.entry.digest;
+  });
 }

@@ -205,7 +205,7 @@ async function publishFiles(
   }
   for (const [i, t] of indexTargets.entries()) {
     const known = indexesBefore[i];
-    const { update } = await convergeVersion({ state: ctx.state, target: t, version, logger: log, deadline: ctx.deadline, ...(known ? { known } : {}) });
+    const { update } = await convergeVersion({ state: ctx.state, target: t, version, logger: log, deadline: ctx.deadline, own: base, ...(known ? { known } : {}) });
     result.indexes.push(update);
     if (containerEntry && t.id === imageTarget.id) {
       const tag = containerTag(build.name);

@@ -128,6 +128,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const present = Object.fromEntries(
     Object.entries(env).flatMap(([k, v]) => (v === undefined || v.trim() === '' ? [] : [[k, v.trim()]])),
   );
+  // "none": no secret. A deployment parameter cannot be empty (osls refuses it), so this is how one says so.
+  if (present.REGISTRY_CREDENTIALS_SECRET === 'none') delete present.REGISTRY_CREDENTIALS_SECRET;
   const parsed = Env.safeParse(present);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

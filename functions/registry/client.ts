@@ -24,8 +24,6 @@ import { backoffDelay, DEFAULT_RETRY, retryAfterMs, sleep, type RetryPolicy } fr
 
 export { JobScope, Operation } from './failure-budget';
 export type { BlobUpload, FetchedManifest, UploadResult } from './repository';
-export { expectedOf } from './blob-upload';
-export { withDigest } from './http';
 
 export interface RegistryClientOptions {
   scheme: 'http' | 'https';

@@ -7,7 +7,9 @@ import { isDigest, sha256Digest } from '../oci/digest';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/media-types';
 import { IntegrityError } from '../util/errors';
 import { RegistryError } from './errors';
-import { checkClaimedDigest, fail, header } from './http';
+import { Operation } from './failure-budget';
+import { checkClaimedDigest, errorFrom, fail, header } from './http';
+import { sleep } from './retry';
 import type { RegistryRepository } from './repository';
 
 export interface FetchedManifest {
@@ -64,16 +66,31 @@ export async function getManifest(repo: RegistryRepository, reference: string): 
   return { bytes, mediaType, digest };
 }
 
-/** PUTs manifest bytes exactly as given; returns their digest after checking the registry's. */
+/**
+ * PUTs manifest bytes exactly as given; returns their digest after checking the registry's.
+ *
+ * A 400 DIGEST_INVALID is tried again: the bytes' digest is ours, computed here, so the refusal comes from the
+ * registry failing to read what the manifest names (distribution's storage rewrites a blob's or manifest's link
+ * file in place, and a manifest checked while another request rewrites one reads it half-written).
+ */
 export async function putManifest(repo: RegistryRepository, bytes: Buffer, mediaType: string, reference: string): Promise<string> {
   const what = `PUT manifest ${repo.name}:${reference}`;
   if (bytes.length > MAX_MANIFEST_BYTES) {
     throw new RegistryError(`${what}: ${bytes.length} bytes is above the 4 MiB registries accept`, { code: 'SIZE_INVALID' });
   }
   const digest = sha256Digest(bytes);
-  const res = await repo.send({ method: 'PUT', url: repo.url(`manifests/${reference}`), headers: { 'content-type': mediaType }, body: bytes, what });
-  if (res.status !== 201 && res.status !== 200) return fail(res, what);
-  await res.body.dump();
-  checkClaimedDigest(res, digest, what);
-  return digest;
+  const op = new Operation();
+  for (let attempt = 1; ; attempt++) {
+    const res = await repo.send({ method: 'PUT', url: repo.url(`manifests/${reference}`), headers: { 'content-type': mediaType }, body: bytes, what }, op);
+    if (res.status === 201 || res.status === 200) {
+      await res.body.dump();
+      checkClaimedDigest(res, digest, what);
+      return digest;
+    }
+    const err = await errorFrom(res, what);
+    if (!(res.status === 400 && err.code === 'DIGEST_INVALID')) throw err;
+    const wait = repo.client.nextAttempt(err.withRetryable(true), attempt, repo.scope, op);
+    repo.client.logger.warn('the registry could not check a manifest it was sent, sending it again', { request: what, attempt, waitMs: wait, error: err.message });
+    await sleep(wait, repo.scope.signal);
+  }
 }

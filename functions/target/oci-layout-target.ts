@@ -14,7 +14,7 @@ import { HashingTap, isDigest, sha256Digest } from '../oci/digest';
 import { REF_NAME } from '../oci/container-archive';
 import { IndexSchema, parseJson, type Descriptor } from '../oci/descriptor';
 import { INDEX_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
-import { expectedOf } from '../registry/client';
+import { expectedOf } from '../registry/blob-upload';
 import { isRetryable, RegistryError } from '../registry/errors';
 import { describeError, IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
