@@ -49,6 +49,10 @@ export interface ProxyBehaviour {
   maxBodyBytes?: number;
   /** advertise OCI-Chunk-Min-Length and refuse an upload whose chunks (but the last) are smaller */
   minChunkBytes?: number;
+  /** keep minChunkBytes to itself instead of advertising it (ECR does not say that parts must be 5 MiB) */
+  hideMinChunk?: boolean;
+  /** answer 416 to a chunk (a PATCH with Content-Range) above this size, as GHCR does above 4 MiB */
+  refuseChunksAbove?: number;
   /** turn absolute Location headers into paths */
   relativeLocation?: boolean;
   /** answer 404 to a manifest read whose Accept header lacks the manifest's type, as GHCR does */
@@ -186,6 +190,9 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
     if (behaviour.maxBodyBytes !== undefined && length > behaviour.maxBodyBytes) {
       return reply(413, { 'content-type': 'text/html' }, '<html><body>413 Request Entity Too Large</body></html>');
     }
+    if (behaviour.refuseChunksAbove !== undefined && kind === 'upload-patch' && req.headers['content-range'] !== undefined && length > behaviour.refuseChunksAbove) {
+      return reply(416, {}, JSON.stringify({ errors: [{ code: 'RANGE_INVALID', message: 'request body exceeds the maximum permissible limit of 4.00MiB' }] }));
+    }
     if (behaviour.minChunkBytes !== undefined && kind === 'upload-patch') {
       const list = chunks.get(sessionOf(url.pathname)) ?? [];
       list.push(length);
@@ -215,7 +222,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
         const loc = new URL(outHeaders.location, `http://${req.headers.host}`);
         outHeaders.location = `${loc.pathname}${loc.search}`;
       }
-      if (behaviour.minChunkBytes !== undefined && kind === 'upload-post') outHeaders['oci-chunk-min-length'] = String(behaviour.minChunkBytes);
+      if (behaviour.minChunkBytes !== undefined && !behaviour.hideMinChunk && kind === 'upload-post') outHeaders['oci-chunk-min-length'] = String(behaviour.minChunkBytes);
       if (behaviour.strictAccept && kind === 'manifest-get' && status === 200) {
         const type = String(upRes.headers['content-type'] ?? '').split(';')[0] ?? '';
         const accept = String(req.headers.accept ?? '');

@@ -88,18 +88,23 @@ function statements(template: Template): Array<{ role: string; actions: string[]
   return out;
 }
 
+/** The template osls makes of serverless.yml with these `--param` settings, into `out`. */
+async function packageTemplate(out: string, params: string[] = []): Promise<Template> {
+  // No AWS credentials, no network use: what CI and a developer without an account can run.
+  await exec(process.execPath, ['node_modules/osls/bin/serverless.js', 'package', '--stage', 'prod', '--package', out, ...params.map((p) => `--param=${p}`)], {
+    env: { PATH: process.env.PATH, HOME: out, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off' },
+    timeout: 120_000,
+  });
+  return JSON.parse(await readFile(join(out, 'cloudformation-template-update-stack.json'), 'utf8')) as Template;
+}
+
 describe('the CloudFormation template (osls package)', () => {
   let template: Template;
   let out: string;
 
   before(async () => {
     out = await mkdtemp(join(tmpdir(), 'gl-package-'));
-    // No AWS credentials, no network use: what CI and a developer without an account can run.
-    await exec(process.execPath, ['node_modules/osls/bin/serverless.js', 'package', '--stage', 'prod', '--package', out], {
-      env: { PATH: process.env.PATH, HOME: out, SLS_TELEMETRY_DISABLED: '1', SLS_NOTIFICATIONS_MODE: 'off' },
-      timeout: 120_000,
-    });
-    template = JSON.parse(await readFile(join(out, 'cloudformation-template-update-stack.json'), 'utf8')) as Template;
+    template = await packageTemplate(out);
   });
   after(async () => {
     if (out) await rm(out, { recursive: true, force: true });
@@ -164,14 +169,16 @@ describe('the CloudFormation template (osls package)', () => {
       sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*'),
     ]);
     assert.deepEqual(of('s3:PutObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')]);
+    assert.deepEqual(of('s3:DeleteObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')], 'a retraction deletes a record');
     assert.deepEqual(of('s3:ListBucket'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases')]);
     assert.deepEqual(of('secretsmanager:GetSecretValue'), [sub('arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:gardenlinux-oci-publisher/registry-*')]);
     assert.deepEqual(of('sqs:SendMessage'), [{ 'Fn::ImportValue': 'gardenlinux-oci-publisher-infra-FailureQueueArn' }]);
     // No wildcard resource, except where AWS offers no resource-level permission (ecr:GetAuthorizationToken).
     const wildcards = sts.filter((s) => s.resources.includes('*'));
     assert.deepEqual(wildcards.map((s) => s.actions), [['ecr:GetAuthorizationToken']]);
-    // Nothing may delete, or write outside the state prefix.
-    assert.ok(!sts.some((s) => s.actions.some((a) => /Delete|\*$/.test(a))), JSON.stringify(sts.map((s) => s.actions)));
+    // Nothing may delete but the publisher's own records, or write outside the state prefix.
+    const deleting = sts.filter((s) => s.actions.some((a) => /Delete|\*$/.test(a)));
+    assert.deepEqual(deleting.map((s) => s.actions), [['s3:GetObject', 's3:PutObject', 's3:DeleteObject']], JSON.stringify(sts.map((s) => s.actions)));
   });
 
   it('lets the helper that subscribes to the bucket touch this bucket and this function only', () => {
@@ -198,5 +205,41 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(byMetric.get('AWS/Lambda Duration')?.Threshold, { Ref: 'DurationAlarmMilliseconds' });
     assert.equal((infra as unknown as { Parameters: Record<string, { Default: unknown }> }).Parameters.DurationAlarmMilliseconds?.Default, 780000);
     for (const a of alarms) assert.ok(Array.isArray(a.AlarmActions), `${String(a.MetricName)} notifies`);
+  });
+});
+
+describe('the CloudFormation template for an ECR registry with container sub-repositories', () => {
+  let out: string;
+  let template: Template;
+  const repo = 'arn:aws:ecr:eu-central-1:123456789012:repository/gardenlinux';
+  before(async () => {
+    out = await mkdtemp(join(tmpdir(), 'gl-package-ecr-'));
+    template = await packageTemplate(out, [`ecrRepositoryArn=${repo}`, 'credentialsSecret=none', 'registry=123456789012.dkr.ecr.eu-central-1.amazonaws.com/gardenlinux']);
+  });
+  after(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  it('lets the function push to the repository and to every <repository>/<sub> of CONTAINER_REPOSITORIES, without hand edits', () => {
+    assert.deepEqual(template.Conditions?.UsesEcr, { 'Fn::Not': [{ 'Fn::Equals': [repo, ''] }] });
+    const push = statements(template).find((s) => s.actions.includes('ecr:PutImage'));
+    assert.ok(push, 'an ECR push statement');
+    assert.deepEqual(push.resources, [repo, `${repo}/*`]);
+    const env = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, string> } }).Environment.Variables;
+    const subs = Object.values(JSON.parse(env.CONTAINER_REPOSITORIES ?? '{}') as Record<string, string>);
+    assert.ok(subs.length > 0, 'the default deployment maps container flavors to sub-repositories');
+    for (const sub of subs) {
+      const arn = `${repo}/${sub}`;
+      const covered = push.resources.some((r) => typeof r === 'string' && (r === arn || (r.endsWith('/*') && arn.startsWith(r.slice(0, -1)))));
+      assert.ok(covered, `${arn} is covered`);
+    }
+    assert.ok(push.resources.includes(repo), 'the main repository is covered');
+  });
+
+  it('reads no secret: the function takes its ECR token with its role', () => {
+    const env = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, string> } }).Environment.Variables;
+    const config = loadConfig(env);
+    assert.equal(config.credentialsSecret, undefined);
+    assert.deepEqual(template.Conditions?.UsesSecret, { 'Fn::Not': [{ 'Fn::Or': [{ 'Fn::Equals': ['none', ''] }, { 'Fn::Equals': ['none', 'none'] }] }] });
   });
 });

@@ -102,6 +102,26 @@ describe('gl-oci-publish (CLI)', () => {
     assert.equal(restored?.digest, full.digest, 'the same index as before, byte for byte');
   });
 
+  it('retracts a build, and publishing it by hand restores it', async () => {
+    const kvm = builds[1]?.base ?? '';
+    const r = await cli(['-r', `oci-layout:${layout}`, 'retract', kvm, '--dir', bucketDir]);
+    assert.equal(r.code, 0, r.stderr);
+    const job = (parse(r.stdout) as { jobs: Array<{ outcome: string; retracted?: { repositories: string[] } }> }).jobs[0];
+    assert.equal(job?.outcome, 'published');
+    assert.deepEqual(job?.retracted?.repositories, [`oci-layout:${layout}`]);
+    const cnames = async () =>
+      ((parse(await clients.skopeo(['inspect', '--raw', `oci:${layout}:1877.3`])) as { manifests: Array<{ annotations?: { cname?: string } }> }).manifests)
+        .map((m) => m.annotations?.cname)
+        .filter(Boolean);
+    assert.deepEqual(await cnames(), [builds[0]?.base]);
+    // Its artifact manifest stays where it was: retraction takes it out of the version, deletes nothing.
+    await clients.skopeo(['inspect', '--raw', `oci:${layout}:1877.3-${kvm}-arm64`]);
+
+    const back = await cli(['-r', `oci-layout:${layout}`, 'publish', kvm, '--dir', bucketDir]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.deepEqual((await cnames()).sort(), [builds[0]?.base, kvm].sort());
+  });
+
   it('says what is wrong when the source is missing or the configuration is bad', async () => {
     const noSource = await cli(['-r', `oci-layout:${layout}`, 'publish', builds[0]?.base ?? '']);
     assert.notEqual(noSource.code, 0);

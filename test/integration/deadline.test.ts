@@ -101,3 +101,33 @@ describe('the time an invocation has', () => {
     await assertComplete('hard', lone);
   });
 });
+
+describe('the version index at the end of the time', () => {
+  let registry: TestRegistry;
+  let s3: LocalS3;
+  const proxies: FaultProxy[] = [];
+  before(async () => {
+    [registry, s3] = await Promise.all([startRegistry(), startLocalS3([BUCKET])]);
+  });
+  after(async () => {
+    await Promise.all([registry?.stop(), s3?.close(), ...proxies.map((p) => p.close())]);
+  });
+
+  it('waits for no Retry-After past the final point: the index PUT answered 429 "retry in 60 s" with 20 s left', async () => {
+    const proxy = await startFaultProxy();
+    proxies.push(proxy);
+    proxy.setUpstream(registry.url);
+    proxy.rules.push({ kind: 'manifest-put', pathEndsWith: '/manifests/1877.3', fault: { type: 'status', status: 429, retryAfter: '60' }, times: Infinity });
+    const b = sampleBuild({ flavor: 'aws-gardener_prod', arch: 'amd64', commit: 'dead0003' });
+    await uploadBuild(s3.client, BUCKET, b);
+    const handler = createHandler({ env: { ...s3.env, REGISTRY: `http://${proxy.host}/retry-after`, STOP_MARGIN_SECONDS: '5' }, logSink: () => undefined });
+    const started = Date.now();
+    const context = { awsRequestId: 'deadline', getRemainingTimeInMillis: () => 20_000 - (Date.now() - started) };
+    const job = await firstJob(handler(s3Event(BUCKET, `meta/singles/${b.base}`), context));
+    const took = Date.now() - started;
+    assert.equal(job.outcome, 'failed');
+    assert.equal(job.errorKind, 'timeout', job.error);
+    assert.match(job.error ?? '', /HTTP 429.*the next attempt would wait 60 s, and \d+ s are left/);
+    assert.ok(took < 10_000, `gave up after ${took} ms instead of waiting 60 s past the invocation's end`);
+  });
+});

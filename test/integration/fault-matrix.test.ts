@@ -1,7 +1,9 @@
 /**
  * Every kind of registry request fails once, in every way a registry fails, during a full publication (a
- * container build and a PXE build): the publication still completes, with the right index and digests, and S3
- * objects are read again only as far as the failure made necessary.
+ * container build and a PXE build), within one handler invocation: the publication still completes, with the
+ * right index and digests, and S3 objects are read again only as far as the failure made necessary. Twice: with
+ * small files (read whole, PUT with their digest), and with files above 4 MiB, which stream (a PATCH and a
+ * commit PUT; the container archive's image layer by byte range; the PXE bundle's members through the parser).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -25,14 +27,20 @@ const FAULTS: Array<[string, Fault]> = [
   ['stall past the timeout', { type: 'stall' }],
 ];
 
-export const FAULT_CASES = KINDS.length * FAULTS.length;
+const SIZES: Array<[string, number]> = [
+  ['small files', 300_000],
+  ['files above 4 MiB', 6 * 1024 * 1024],
+];
 
-describe(`fault matrix: ${KINDS.length} request kinds x ${FAULTS.length} faults`, { concurrency: 4 }, () => {
+export const FAULT_CASES = KINDS.length * FAULTS.length * SIZES.length;
+
+for (const [label, imageSize] of SIZES) describe(`fault matrix, ${label}: ${KINDS.length} request kinds x ${FAULTS.length} faults`, { concurrency: 4 }, () => {
   let stack: RegistryStack;
   let s3: LocalS3;
   let clients: ClientSandbox;
   const proxies: FaultProxy[] = [];
-  const builds = [sampleBuild({ flavor: 'container', arch: 'amd64', imageSize: 300_000 }), sampleBuild({ flavor: 'metal_pxe', arch: 'arm64', pxe: true, imageSize: 300_000 })];
+  const commit = imageSize > 4 * 1024 * 1024 ? '1a26e000' : '75df9f40';
+  const builds = [sampleBuild({ flavor: 'container', arch: 'amd64', imageSize, commit }), sampleBuild({ flavor: 'metal_pxe', arch: 'arm64', pxe: true, imageSize, commit })];
   const totalBytes = builds.flatMap((b) => b.files).reduce((n, f) => n + f.data.length, 0);
   const largestFile = Math.max(...builds.flatMap((b) => b.files).map((f) => f.data.length));
 
@@ -54,7 +62,7 @@ describe(`fault matrix: ${KINDS.length} request kinds x ${FAULTS.length} faults`
         proxies.push(proxy);
         proxy.setUpstream(stack.registry.url, stack.tokens.realm.replace(/\/token$/, ''));
         proxy.rules.push({ kind, fault, times: 1 });
-        const repo = `faults/case${id}`;
+        const repo = `faults/${commit}/case${id}`;
         const env = {
           ...s3.env,
           REGISTRY: `http://${proxy.host}/${repo}`,
@@ -62,7 +70,7 @@ describe(`fault matrix: ${KINDS.length} request kinds x ${FAULTS.length} faults`
           REGISTRY_PASSWORD: PASSWORD,
           REGISTRY_TIMEOUT_SECONDS: '1',
           // Each case starts with no digests remembered, so every case reads and uploads everything.
-          STATE_PREFIX: `oci-publisher/case${id}/`,
+          STATE_PREFIX: `oci-publisher/${commit}/case${id}/`,
         };
         const publish = (b: (typeof builds)[number]) => jobsOf(createHandler({ env, logSink: () => undefined })(s3Event(BUCKET, `meta/singles/${b.base}`)));
         const jobs: JobSummary[] = (await Promise.all(builds.map(publish))).flat();
@@ -82,6 +90,8 @@ describe(`fault matrix: ${KINDS.length} request kinds x ${FAULTS.length} faults`
           gl.set(b.base, { digest: sha256(raw), size: Buffer.byteLength(raw) });
         }
         const index = parse(await clients.skopeo(['inspect', '--raw', ...creds, `docker://${stack.registry.host}/${repo}:1877.3`]));
+        // And the image pulled by a real client, byte for byte: every blob it names is there.
+        await clients.skopeo(['copy', '--src-creds', `${USER}:${PASSWORD}`, '--src-tls-verify=false', `docker://${stack.registry.host}/${repo}:amd64-1877.3`, `oci:${clients.dir}/${commit}-case${id}:x`]);
         assert.deepEqual(index, expectedIndex(builds, gl));
         await proxy.close();
       });

@@ -8,6 +8,8 @@ import { createServer, type Server } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { createHandler, type HandlerResult } from '../../functions/publish/handler';
+import { createRuntime } from '../../functions/publish/runtime';
+import { registryTargets } from '../../functions/target/registry-target';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
@@ -130,6 +132,63 @@ describe('registry faults and registry behaviours', () => {
       const chunks = p.log.filter((e) => e.kind === 'upload-patch' && e.status === 202);
       assert.ok(chunks.length >= 3, `${chunks.length} chunks`);
       await check('cdn', [big, first]);
+    });
+
+    it('answers 416 to chunks above 4 MiB (GHCR): the chunks shrink until they are accepted', async () => {
+      const p = await proxy({ refuseChunksAbove: 4 * 1024 * 1024 });
+      const jobs = await publish(env(p, 'ghcr-like', { CHUNKED_UPLOADS: 'true', UPLOAD_CHUNK_MIB: '16' }), [big]);
+      assert.deepEqual(jobs.map((j) => j.outcome), ['published'], JSON.stringify(jobs));
+      assert.ok(p.log.some((e) => e.kind === 'upload-patch' && e.status === 416), 'a chunk was refused first');
+      const accepted = p.log.filter((e) => e.kind === 'upload-patch' && e.status === 202);
+      assert.ok(accepted.length >= 4 && accepted.every((e) => e.bodyBytes <= 4 * 1024 * 1024), JSON.stringify(accepted.map((e) => e.bodyBytes)));
+      await check('ghcr-like', [big]);
+    });
+
+    it('wants parts of 5 MiB but the last without saying so (ECR): the fallback never goes below that', async () => {
+      const p = await proxy({ maxBodyBytes: 6 * 1024 * 1024, minChunkBytes: 5 * 1024 * 1024, hideMinChunk: true });
+      const e = env(p, 'ecr-parts');
+      const handler = createHandler({
+        env: e,
+        logSink: (l) => logs.push(l),
+        runtime: (config, logger) => ({
+          ...createRuntime(config, logger),
+          // What the runtime sets for an ECR host (chunkLimitsFor); this registry's host is 127.0.0.1.
+          targets: registryTargets({ scheme: 'http', host: p.host, repository: 'ecr-parts', logger, credentials: { username: USER, password: PASSWORD }, timeoutMs: 2_000, minChunkBytes: 5 * 1024 * 1024 }),
+        }),
+      });
+      const jobs = await jobsOf(handler(s3Event(BUCKET, `meta/singles/${big.base}`)));
+      assert.deepEqual(jobs.map((j) => j.outcome), ['published'], JSON.stringify(jobs));
+      // The chunks of each upload session (once chunking began, small blobs go as one chunk each).
+      const sessions = new Map<string, number[]>();
+      for (const x of p.log.filter((y) => y.kind === 'upload-patch' && y.status === 202)) sessions.set(x.path, [...(sessions.get(x.path) ?? []), x.bodyBytes]);
+      const chunks = [...sessions.values()].sort((a, b) => b.length - a.length)[0] ?? [];
+      assert.ok(chunks.length >= 2 && chunks.slice(0, -1).every((n) => n >= 5 * 1024 * 1024), JSON.stringify([...sessions.values()]));
+      await check('ecr-parts', [big]);
+    });
+
+    it('HEADs the version index each round and GETs it only when its digest changed', async () => {
+      const p = await proxy();
+      assert.deepEqual((await publish(env(p, 'head-then-get'), [first])).map((j) => j.outcome), ['published']);
+      const from = p.log.length;
+      assert.deepEqual((await publish(env(p, 'head-then-get'), [container])).map((j) => j.outcome), ['published']);
+      // Answered reads only: a token challenge (401) is answered again with the token.
+      const reads = p.log.slice(from).filter((x) => x.kind === 'manifest-get' && x.path.endsWith('/manifests/1877.3') && x.status === 200);
+      const gets = reads.filter((x) => x.method === 'GET').length;
+      const heads = reads.filter((x) => x.method === 'HEAD').length;
+      // One GET before anything is written (the size check); the rounds HEAD it and know the bytes they wrote.
+      assert.equal(gets, 1, `GETs of the index: ${gets}, HEADs: ${heads}`);
+      assert.ok(heads >= 2, `HEADs of the index: ${heads}`);
+    });
+
+    it('answers a manifest PUT with 400 DIGEST_INVALID while another request rewrites what it names (distribution): sent again', async () => {
+      const p = await proxy();
+      const body = JSON.stringify({ errors: [{ code: 'DIGEST_INVALID', message: 'provided digest did not match uploaded content' }] });
+      p.rules.push({ kind: 'manifest-put', pathEndsWith: '/manifests/1877.3', fault: { type: 'status', status: 400, body }, times: 1 });
+      p.rules.push({ kind: 'manifest-put', pathIncludes: '/manifests/1877.3-', fault: { type: 'status', status: 400, body }, times: 1 });
+      const jobs = await publish(env(p, 'digest-invalid'), [container]);
+      assert.deepEqual(jobs.map((j) => j.outcome), ['published'], JSON.stringify(jobs));
+      assert.equal(p.log.filter((e) => e.faulted && e.status === 400).length, 2, 'the artifact manifest and the index were refused once each');
+      await check('digest-invalid', [container]);
     });
 
     it('answers with relative Location headers', async () => {

@@ -136,6 +136,13 @@ describe('loadConfig: defaults', () => {
     assert.equal(config.blobConcurrency, 4);
     assert.equal(config.credentials, undefined);
   });
+
+  it('takes REGISTRY_CREDENTIALS_SECRET=none as no secret (a deployment parameter cannot be empty)', () => {
+    assert.equal(loadConfig({ REGISTRY, REGISTRY_CREDENTIALS_SECRET: 'none' }).credentialsSecret, undefined);
+    assert.equal(loadConfig({ REGISTRY, REGISTRY_CREDENTIALS_SECRET: 'gl/registry' }).credentialsSecret, 'gl/registry');
+    // With no secret, static credentials may be given.
+    assert.ok(loadConfig({ REGISTRY, REGISTRY_CREDENTIALS_SECRET: 'none', REGISTRY_USERNAME: 'u', REGISTRY_PASSWORD: 'p' }).credentials);
+  });
 });
 
 describe('loadConfig: REGISTRY', () => {

@@ -393,8 +393,20 @@ describe('normaliseEvent: manual payloads', () => {
     ]);
   });
 
+  it('retract, with and without a bucket; a base that is not a base name is refused', () => {
+    assert.deepEqual(normaliseEvent({ action: 'retract', bucket: BUCKET, base: 'metal_pxe-amd64-1877.3-75df9f40' }).jobs, [
+      { kind: 'retract', base: 'metal_pxe-amd64-1877.3-75df9f40', origin: 'manual', bucket: BUCKET },
+    ]);
+    assert.deepEqual(normaliseEvent({ action: 'retract', base: 'container-arm64-2150.0.0-local' }).jobs, [
+      { kind: 'retract', base: 'container-arm64-2150.0.0-local', origin: 'manual' },
+    ]);
+    assertInputError(() => normaliseEvent({ action: 'retract', base: 'container-amd64-1877.3' }), /retract/, /base/);
+    assertInputError(() => normaliseEvent({ action: 'retract' }), /retract/, /base/);
+    assertInputError(() => normaliseEvent({ action: 'retract', base: 'container-amd64-1877.3-75df9f40', version: '1877.3' }), /retract/, /version/);
+  });
+
   it('refuses an unknown action, naming it', () => {
-    assertInputError(() => normaliseEvent({ action: 'delete', bucket: BUCKET }), /unknown action/, /"delete"/, /publish/);
+    assertInputError(() => normaliseEvent({ action: 'delete', bucket: BUCKET }), /unknown action/, /"delete"/, /publish/, /retract/);
   });
 
   it('refuses a bad version, naming the field', () => {

@@ -11,6 +11,7 @@ const expected: Record<string, string> = {
   'publish-by-base.json': 'publish',
   'reindex.json': 'reindex',
   'tag.json': 'tag',
+  'retract.json': 'retract',
 };
 
 describe('console test events (infra/events)', () => {

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { compareBuilds, renderVersionIndex, sameIndex, type IndexRecord, type RenderedIndex } from '../../functions/gardenlinux/version-index';
+import { compareBuilds, containerTags, renderVersionIndex, sameIndex, samePlace, type IndexRecord, type RenderedIndex } from '../../functions/gardenlinux/version-index';
 import type { Descriptor, ImageIndex } from '../../functions/oci/descriptor';
 import { InputError } from '../../functions/util/errors';
 
@@ -415,5 +415,66 @@ describe('compareBuilds', () => {
 
   it('is zero for the same build', () => {
     assert.equal(compareBuilds(a, { ...a }), 0);
+  });
+});
+
+describe('renderVersionIndex: what it leaves out', () => {
+  const old = containerRecord('amd64', '00000001', '2026-02-10T10:00:00Z', '1', '2');
+  const newer = containerRecord('amd64', '00000002', '2026-02-10T11:00:00Z', '3', '4');
+  const aws = glRecord('aws-gardener_prod', 'amd64', '00000003', '2026-02-10T10:00:00Z', '5');
+  const foreign = glEntry('kvm-amd64-1877.3-0badc0de', 'amd64', d('6'));
+  const current: ImageIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [foreign, containerEntry('arm64', d('7'))] };
+
+  it('drops entries whose manifest is gone, recorded or not, and gives a gone slot to the next newest build', () => {
+    const r = renderVersionIndex([old, newer, aws], current, { gone: new Set([d('3'), d('6')]) }) as RenderedIndex;
+    assert.deepEqual(r.index.manifests.map((m) => m.digest), [d('1'), d('7'), d('5'), d('4'), d('2')]);
+  });
+
+  it('drops a retracted build wherever its entries come from: by cname, and by the digests its record named', () => {
+    const stillListed = renderVersionIndex([old, aws], { ...current, manifests: [...current.manifests, newer.gardenlinux as Descriptor, newer.container as Descriptor] }, {
+      retracted: [{ base: newer.base, digests: [d('3'), d('4')] }, { base: foreign.annotations?.cname as string, digests: [] }],
+    }) as RenderedIndex;
+    assert.deepEqual(stillListed.index.manifests.map((m) => m.digest), [d('1'), d('7'), d('5'), d('2')]);
+    // A record still there for a retracted base (written before the retraction) is left out too.
+    const withRecord = renderVersionIndex([old, newer, aws], undefined, { retracted: [{ base: newer.base, digests: [] }] }) as RenderedIndex;
+    assert.deepEqual(withRecord.index.manifests.map((m) => m.digest), [d('1'), d('5'), d('2')]);
+  });
+});
+
+describe('containerTags', () => {
+  it('names the image of the newest build of each platform, the one the container slot holds', () => {
+    const records = [
+      containerRecord('amd64', '00000001', '2026-02-10T10:00:00Z', '1', '2'),
+      containerRecord('amd64', '00000002', '2026-02-10T11:00:00Z', '3', '4'),
+      containerRecord('arm64', '00000003', '2026-02-10T09:00:00Z', '5', '6'),
+      glRecord('aws-gardener_prod', 'amd64', '00000004', '2026-02-10T12:00:00Z', '7'),
+    ];
+    assert.deepEqual(
+      containerTags(records, '1877.3').map((t) => [t.tag, t.entry.digest, t.base]),
+      [
+        ['amd64-1877.3', d('3'), 'container-amd64-1877.3-00000002'],
+        ['arm64-1877.3', d('5'), 'container-arm64-1877.3-00000003'],
+      ],
+    );
+    const slot = (renderVersionIndex(records, undefined) as RenderedIndex).index.manifests.filter((m) => m.annotations === undefined).map((m) => m.digest);
+    assert.deepEqual(slot, [d('3'), d('5')], 'the same images as the index');
+    assert.deepEqual(containerTags(records, '1877.3', { gone: new Set([d('3')]) }).map((t) => t.entry.digest), [d('1'), d('5')]);
+  });
+});
+
+describe('samePlace', () => {
+  const a1 = glRecord('aws-gardener_prod', 'amd64', '00000001', '2026-02-10T10:00:00Z', '1');
+  const a2 = glRecord('aws-gardener_prod', 'amd64', '00000002', '2026-02-10T11:00:00Z', '2');
+  const gcp = glRecord('gcp-gardener_prod', 'amd64', '00000003', '2026-02-10T10:00:00Z', '3');
+  const c = containerRecord('amd64', '00000004', '2026-02-10T10:00:00Z', '4', '5');
+  const index = (...m: Descriptor[]): ImageIndex => ({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: m });
+
+  it("compares only the build's flavor-arch entries, in order, and its platform's container slot", () => {
+    const g = (r: IndexRecord) => r.gardenlinux as Descriptor;
+    assert.ok(samePlace(index(g(a2), g(a1), g(gcp)), index(g(a2), g(a1)), a1), 'another flavor does not matter');
+    assert.ok(!samePlace(index(g(a2), g(a1)), index(g(a1), g(a2)), a1), 'the order within the flavor-arch does');
+    assert.ok(!samePlace(index(g(a2), g(a1)), index(g(a1)), a1), 'a missing build of the same flavor-arch does');
+    assert.ok(samePlace(index(c.container as Descriptor, g(c)), index(c.container as Descriptor, g(c), g(a1)), c));
+    assert.ok(!samePlace(index(c.container as Descriptor, g(c)), index(containerEntry('amd64', d('9')), g(c)), c), 'the container slot does');
   });
 });
