@@ -75,27 +75,34 @@ export function expectedArtifactManifest(b: SampleBuild): unknown {
   };
 }
 
+/** The newest container build of an arch: latest build time (`buildTimes`, ms by base), then the larger base name. */
+export function newestContainer(builds: readonly SampleBuild[], arch: string, buildTimes?: ReadonlyMap<string, number>): SampleBuild | undefined {
+  return builds.filter((b) => b.image && b.arch === arch).sort((x, y) => newerFirst(x, y, buildTimes))[0];
+}
+
+function newerFirst(x: SampleBuild, y: SampleBuild, buildTimes: ReadonlyMap<string, number> | undefined): number {
+  const dt = (buildTimes?.get(y.base) ?? 0) - (buildTimes?.get(x.base) ?? 0);
+  return dt !== 0 ? dt : x.base < y.base ? 1 : x.base > y.base ? -1 : 0;
+}
+
 /**
- * Spec §5 entry by entry: the container entries first (by arch, no annotations, os linux), then one Garden Linux
- * entry per build, grouped by flavor-arch with the newest first; `glManifests` gives each build's manifest
- * digest and size as published.
+ * Spec §5 entry by entry: the container entries first (one per arch, the newest build's image, no annotations,
+ * os linux), then one Garden Linux entry per build, grouped by flavor-arch with the newest build first;
+ * `glManifests` gives each build's manifest digest and size as published, `buildTimes` (ms by base) which build
+ * is newest when builds share an arch or a flavor-arch.
  */
-export function expectedIndex(builds: readonly SampleBuild[], glManifests: ReadonlyMap<string, { digest: string; size: number }>): unknown {
-  const containers = builds
-    .filter((b) => b.image && b.flavor === 'container')
-    .sort((x, y) => (x.arch < y.arch ? -1 : 1))
-    .map((b) => ({
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      digest: b.image?.manifestDigest,
-      size: b.image?.manifestSize,
-      platform: { architecture: b.arch, os: 'linux' },
-    }));
+export function expectedIndex(
+  builds: readonly SampleBuild[],
+  glManifests: ReadonlyMap<string, { digest: string; size: number }>,
+  buildTimes?: ReadonlyMap<string, number>,
+): unknown {
+  const containers = ['amd64', 'arm64'].flatMap((arch) => {
+    const b = newestContainer(builds.filter((x) => x.flavor === 'container'), arch, buildTimes);
+    return b?.image ? [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: b.image.manifestDigest, size: b.image.manifestSize, platform: { architecture: arch, os: 'linux' } }] : [];
+  });
+  const group = (b: SampleBuild) => `${b.flavor}-${b.arch}`;
   const gardenlinux = [...builds]
-    .sort((x, y) => {
-      const fx = `${x.flavor}-${x.arch}`;
-      const fy = `${y.flavor}-${y.arch}`;
-      return fx < fy ? -1 : fx > fy ? 1 : 0;
-    })
+    .sort((x, y) => (group(x) < group(y) ? -1 : group(x) > group(y) ? 1 : newerFirst(x, y, buildTimes)))
     .map((b) => {
       const m = glManifests.get(b.base);
       assert.ok(m, `no published manifest for ${b.base}`);

@@ -68,7 +68,8 @@ for (const [label, imageSize] of SIZES) describe(`fault matrix, ${label}: ${KIND
           REGISTRY: `http://${proxy.host}/${repo}`,
           REGISTRY_USERNAME: USER,
           REGISTRY_PASSWORD: PASSWORD,
-          REGISTRY_TIMEOUT_SECONDS: '1',
+          // Long enough that a busy CI machine does not add a second fault (a slow answer) to the one injected.
+          REGISTRY_TIMEOUT_SECONDS: '3',
           // Each case starts with no digests remembered, so every case reads and uploads everything.
           STATE_PREFIX: `oci-publisher/${commit}/case${id}/`,
         };
