@@ -16,7 +16,7 @@ import { describeError, IntegrityError } from '../util/errors';
 import { isNetworkError, isRetryable, RegistryError } from './errors';
 import { JobScope, Operation } from './failure-budget';
 import { checkClaimedDigest, errorFrom, fail, header, locationOf, withDigest, type Res } from './http';
-import type { RegistryRepository } from './repository';
+import type { RepositoryAccess } from './repository-access';
 import { backoffDelay, sleep } from './retry';
 
 export interface BlobUpload {
@@ -75,7 +75,7 @@ function refusedBody(err: unknown): err is RegistryError {
   return err instanceof RegistryError && (err.status === 413 || err.status === 416);
 }
 
-export async function uploadBlob(repo: RegistryRepository, blob: BlobUpload): Promise<UploadResult> {
+export async function uploadBlob(repo: RepositoryAccess, blob: BlobUpload): Promise<UploadResult> {
   const client = repo.client;
   const op = new Operation();
   let minChunk = 0;
@@ -118,7 +118,7 @@ export async function uploadBlob(repo: RegistryRepository, blob: BlobUpload): Pr
  * Whether the registry has the blob now. After a commit that timed out it is asked again for as long as a
  * request may take: a large blob can still be on its way into storage.
  */
-async function blobArrived(repo: RegistryRepository, digest: string, wait: boolean): Promise<boolean> {
+async function blobArrived(repo: RepositoryAccess, digest: string, wait: boolean): Promise<boolean> {
   const until = Date.now() + (wait ? repo.client.timeoutMs : 0);
   for (let attempt = 1; ; attempt++) {
     try {
@@ -134,7 +134,7 @@ async function blobArrived(repo: RegistryRepository, digest: string, wait: boole
 }
 
 /** Opens an upload session: a body-less request, so credentials are settled before any body is streamed. */
-async function startUpload(repo: RegistryRepository, what: string, op: Operation): Promise<{ location: URL; minChunk: number }> {
+async function startUpload(repo: RepositoryAccess, what: string, op: Operation): Promise<{ location: URL; minChunk: number }> {
   const res = await repo.send({ method: 'POST', url: repo.url('blobs/uploads/'), headers: { 'content-length': '0' }, what: `POST upload for ${what}` }, op);
   if (res.status !== 202) return fail(res, `POST upload for ${what}`);
   await res.body.dump();
@@ -154,7 +154,7 @@ function opened(source: Readable, what: string): Readable {
 }
 
 /** One request carries the whole body: a PUT when the digest is known, else a PATCH and a body-less PUT. */
-async function uploadWhole(repo: RegistryRepository, blob: BlobUpload, start: URL, progress: Progress, op: Operation): Promise<UploadResult> {
+async function uploadWhole(repo: RepositoryAccess, blob: BlobUpload, start: URL, progress: Progress, op: Operation): Promise<UploadResult> {
   if (blob.size === 0) return uploadEmpty(repo, blob, start, progress, op);
   const body = new HashingTap(expectedOf(blob), { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) });
   const source = opened(await blob.open(), blob.what);
@@ -211,7 +211,7 @@ async function uploadWhole(repo: RegistryRepository, blob: BlobUpload, start: UR
  * A blob of no bytes: an HTTP client may never read (or may drop) a stream body of length 0, so the source is
  * only checked to be empty and the upload is committed without a body.
  */
-async function uploadEmpty(repo: RegistryRepository, blob: BlobUpload, start: URL, progress: Progress, op: Operation): Promise<UploadResult> {
+async function uploadEmpty(repo: RepositoryAccess, blob: BlobUpload, start: URL, progress: Progress, op: Operation): Promise<UploadResult> {
   const source = opened(await blob.open(), blob.what);
   let bytes = 0;
   for await (const chunk of source) bytes += (chunk as Buffer).length;
@@ -223,7 +223,7 @@ async function uploadEmpty(repo: RegistryRepository, blob: BlobUpload, start: UR
 }
 
 /** PATCH after PATCH, each chunk with its Content-Range, then a body-less PUT with the digest. */
-async function uploadChunks(repo: RegistryRepository, blob: BlobUpload, start: URL, chunkSize: number, progress: Progress, op: Operation): Promise<UploadResult> {
+async function uploadChunks(repo: RepositoryAccess, blob: BlobUpload, start: URL, chunkSize: number, progress: Progress, op: Operation): Promise<UploadResult> {
   const sha: Hash = createHash('sha256');
   const md5: Hash | undefined = blob.md5 ? createHash('md5') : undefined;
   const source = opened(await blob.open(), blob.what);
@@ -275,7 +275,7 @@ async function tooLarge(res: Res, what: string, bytes: number): Promise<Registry
  * a commit whose answer was lost may have stored the blob (then a replay only finds the session gone, 404
  * BLOB_UPLOAD_UNKNOWN), so the blob is asked for first; a commit that never arrived is sent again.
  */
-async function commit(repo: RegistryRepository, location: URL, digest: string, what: string, progress: Progress, op: Operation): Promise<void> {
+async function commit(repo: RepositoryAccess, location: URL, digest: string, what: string, progress: Progress, op: Operation): Promise<void> {
   progress.committing = true;
   for (let attempt = 1; ; attempt++) {
     try {
@@ -307,7 +307,7 @@ async function finish(res: Res, digest: string, what: string): Promise<void> {
 }
 
 /** Best effort: frees the registry's upload state after a failure. Never waited for, never fatal. */
-function cancelUpload(repo: RegistryRepository, location: URL): void {
+function cancelUpload(repo: RepositoryAccess, location: URL): void {
   repo.client
     .send({ method: 'DELETE', url: location, scopes: repo.scopes, what: 'DELETE upload' }, new JobScope())
     .then((res) => res.body.dump())

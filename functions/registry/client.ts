@@ -1,7 +1,7 @@
 /**
  * Sending requests to one registry host over undici: authentication, redirects, retries. One client serves one
- * host and is shared by the jobs of a process (connections and tokens are reused); `repository(name, scope)`
- * gives the operations on one repository for one job (repository.ts), whose scope carries the job's abort
+ * host and is shared by the jobs of a process (connections and tokens are reused); a RegistryRepository
+ * (repository.ts) gives the operations on one repository for one job, whose scope carries the job's abort
  * signal, its time and its failure budget (failure-budget.ts).
  *
  * - Authentication: see auth.ts. A streamed body is only sent after a body-less request has settled the
@@ -19,11 +19,9 @@ import type { CredentialSource } from './credentials';
 import { isNetworkError, isRetryableStatus, RegistryError } from './errors';
 import { JobScope, Operation } from './failure-budget';
 import { errorFrom, header, isAbort, readLimited, shortUrl, USER_AGENT, type Req, type Res } from './http';
-import { RegistryRepository } from './repository';
 import { backoffDelay, DEFAULT_RETRY, retryAfterMs, sleep, type RetryPolicy } from './retry';
 
 export { JobScope, Operation } from './failure-budget';
-export type { BlobUpload, FetchedManifest, UploadResult } from './repository';
 
 export interface RegistryClientOptions {
   scheme: 'http' | 'https';
@@ -79,10 +77,6 @@ export class RegistryClient {
 
   get logger(): Logger {
     return this.options.logger;
-  }
-
-  repository(name: string, scope: JobScope = new JobScope()): RegistryRepository {
-    return new RegistryRepository(this, name, scope);
   }
 
   async close(): Promise<void> {

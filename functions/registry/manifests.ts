@@ -10,7 +10,7 @@ import { RegistryError } from './errors';
 import { Operation } from './failure-budget';
 import { checkClaimedDigest, errorFrom, fail, header } from './http';
 import { sleep } from './retry';
-import type { RegistryRepository } from './repository';
+import type { RepositoryAccess } from './repository-access';
 
 export interface FetchedManifest {
   bytes: Buffer;
@@ -22,7 +22,7 @@ function mediaTypeHeader(res: { headers: Record<string, string | string[] | unde
   return header(res, 'content-type')?.split(';')[0]?.trim();
 }
 
-export async function headManifest(repo: RegistryRepository, reference: string): Promise<{ digest?: string; mediaType?: string } | undefined> {
+export async function headManifest(repo: RepositoryAccess, reference: string): Promise<{ digest?: string; mediaType?: string } | undefined> {
   const what = `HEAD manifest ${repo.name}:${reference}`;
   const res = await repo.send({ method: 'HEAD', url: repo.url(`manifests/${reference}`), headers: { accept: MANIFEST_ACCEPT }, what });
   await res.body.dump();
@@ -34,7 +34,7 @@ export async function headManifest(repo: RegistryRepository, reference: string):
 }
 
 /** The manifest at a tag or digest, or undefined on 404 (and only then: spec §5). */
-export async function getManifest(repo: RegistryRepository, reference: string): Promise<FetchedManifest | undefined> {
+export async function getManifest(repo: RepositoryAccess, reference: string): Promise<FetchedManifest | undefined> {
   const what = `GET manifest ${repo.name}:${reference}`;
   const { res, bytes } = await repo.client.sendAndRead(
     { method: 'GET', url: repo.url(`manifests/${reference}`), headers: { accept: MANIFEST_ACCEPT }, scopes: repo.scopes, what },
@@ -73,7 +73,7 @@ export async function getManifest(repo: RegistryRepository, reference: string): 
  * registry failing to read what the manifest names (distribution's storage rewrites a blob's or manifest's link
  * file in place, and a manifest checked while another request rewrites one reads it half-written).
  */
-export async function putManifest(repo: RegistryRepository, bytes: Buffer, mediaType: string, reference: string): Promise<string> {
+export async function putManifest(repo: RepositoryAccess, bytes: Buffer, mediaType: string, reference: string): Promise<string> {
   const what = `PUT manifest ${repo.name}:${reference}`;
   if (bytes.length > MAX_MANIFEST_BYTES) {
     throw new RegistryError(`${what}: ${bytes.length} bytes is above the 4 MiB registries accept`, { code: 'SIZE_INVALID' });

@@ -7,10 +7,11 @@ import { uploadBlob, type BlobUpload, type UploadResult } from './blob-upload';
 import type { JobScope, Operation } from './failure-budget';
 import { fail, type Req, type Res } from './http';
 import { getManifest, headManifest, putManifest, type FetchedManifest } from './manifests';
+import type { RepositoryAccess } from './repository-access';
 
 export type { BlobUpload, FetchedManifest, UploadResult };
 
-export class RegistryRepository {
+export class RegistryRepository implements RepositoryAccess {
   // The publisher reads and writes its repositories, so one token (pull,push) serves every request; an
   // anonymous token server grants pull only, which still serves the reads.
   readonly scopes: readonly string[];

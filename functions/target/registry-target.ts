@@ -1,7 +1,7 @@
 import type { Credentials } from '../registry/auth';
 import type { CredentialSource } from '../registry/credentials';
 import { JobScope, RegistryClient } from '../registry/client';
-import type { RegistryRepository } from '../registry/repository';
+import { RegistryRepository } from '../registry/repository';
 import type { RetryPolicy } from '../registry/retry';
 import type { Logger } from '../util/log';
 import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
@@ -73,7 +73,7 @@ export function registryTargets(options: RegistryTargetOptions): TargetSet {
     const targets = new Map<string, RegistryTarget>();
     const get = (name: string): RegistryTarget => {
       let t = targets.get(name);
-      if (!t) targets.set(name, (t = new RegistryTarget(client.repository(name, scope))));
+      if (!t) targets.set(name, (t = new RegistryTarget(new RegistryRepository(client, name, scope))));
       return t;
     };
     return {

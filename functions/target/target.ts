@@ -2,7 +2,8 @@
  * Where content goes. The publication code talks to this interface only; a remote registry and a local OCI
  * image layout implement it.
  */
-import type { BlobUpload, FetchedManifest, UploadResult } from '../registry/client';
+import type { BlobUpload, UploadResult } from '../registry/blob-upload';
+import type { FetchedManifest } from '../registry/manifests';
 
 export type BlobSource = BlobUpload;
 export type { FetchedManifest, UploadResult };
