@@ -148,6 +148,15 @@ async function publishFiles(
   // Largest first: the long transfers start at once, the small files fill the remaining places around them.
   const bySize = [...files].sort((a, b) => b.size - a.size);
   await mapLimit(bySize, bySize.length, async (file) => {
+    try {
+      await transferFile(file);
+    } catch (err) {
+      // The publication has failed: transfers still waiting for a place are not started.
+      transfer.limiter.close(err);
+      throw err;
+    }
+  });
+  async function transferFile(file: SourceFile): Promise<void> {
     if (file.name === `${base}.release`) {
       const r = await transferReleaseFile(transfer, file, main);
       features = r.features;
@@ -163,7 +172,7 @@ async function publishFiles(
     } else {
       addLayer(file.name, await transferPlainFile(transfer, file, main));
     }
-  });
+  }
   await transfer.ensureBuffer(main, EMPTY_JSON, 'config blob {}');
 
   // 3. Manifests.

@@ -132,7 +132,12 @@ export class RegistryClient {
   nextAttempt(failure: RegistryError, attempt: number, scope: JobScope, op: Operation, again = true): number {
     const counted = scope.failed(failure, op);
     const asked = failure.retryAfterMs;
-    if (!counted.retryable || !again || attempt >= this.retry.maxAttempts || (asked ?? 0) > this.retry.maxRetryAfterMs) throw counted;
+    // A request that used up its attempts is final: nothing above it (an upload's restart, a pass read again)
+    // should send it once more, since the registry, not the read, is failing.
+    if (counted.retryable && again && attempt >= this.retry.maxAttempts) {
+      throw counted.withRetryable(false, `${counted.message} (the registry failed ${attempt} times in a row; giving up)`);
+    }
+    if (!counted.retryable || !again || (asked ?? 0) > this.retry.maxRetryAfterMs) throw counted;
     const wait = asked ?? backoffDelay(this.retry, attempt);
     scope.checkWait(wait, counted);
     return wait;

@@ -1,20 +1,31 @@
-/** A counting semaphore: at most `limit` tasks run at once, the rest wait in order. */
+/**
+ * A counting semaphore: at most `limit` tasks run at once, the rest wait in order. Once closed, no waiting or
+ * later task starts: each fails with the reason given (the work they belong to has failed already).
+ */
 export class Limiter {
   private active = 0;
-  private readonly waiting: Array<() => void> = [];
+  private readonly waiting: Array<{ resolve: () => void; reject: (reason: unknown) => void }> = [];
+  private closed: { reason: unknown } | undefined;
 
   constructor(readonly limit: number) {
     if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be a positive integer, got ${limit}`);
   }
 
+  close(reason: unknown): void {
+    if (this.closed) return;
+    this.closed = { reason };
+    for (const w of this.waiting.splice(0)) w.reject(reason);
+  }
+
   async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    if (this.closed) throw this.closed.reason;
+    if (this.active >= this.limit) await new Promise<void>((resolve, reject) => this.waiting.push({ resolve, reject }));
     this.active++;
     try {
       return await task();
     } finally {
       this.active--;
-      this.waiting.shift()?.();
+      this.waiting.shift()?.resolve();
     }
   }
 }
