@@ -72,20 +72,26 @@ export interface ConvergeOptions {
   checkEntries?: boolean;
   /** the index as read just before: the first round then reads it only if it changed since */
   known?: IndexSnapshot;
-  /** the base of the build this writer published: once others wrote after it and placed it right, it may stop */
-  own?: string;
+  /**
+   * The build this writer published, and the platform of its image in this repository (if it has one there): once
+   * others wrote after it and placed the build right, it may stop; it keeps the tag of that platform.
+   */
+  own?: { base: string; platform?: { architecture: string; os: string } };
 }
 
 /** Time the first round (list, read, render, write) may need: it starts only when this much is left. */
 export const ROUND_MS = 10_000;
 /** A writer keeps converging this long at most; then its job fails as `conflict` and its retry goes on. */
 export const CONVERGE_LIMIT_MS = 300_000;
+/** No write starts with less than this left before the final point: the round that checks it must fit too. */
+export const WRITE_RESERVE_MS = 5_000;
 /** After a round that wrote: a random wait up to base·2^(round-1), at most max. */
 export const ROUND_BACKOFF = { baseMs: 100, maxMs: 2_000 };
 
-export async function readVersionIndex(target: Target, version: string): Promise<{ index?: ImageIndex; digest?: string; size?: number }> {
+/** The index at `<version>`, or undefined when there is none. */
+export async function readVersionIndex(target: Target, version: string): Promise<IndexSnapshot | undefined> {
   const current = await target.getManifest(version);
-  if (current === undefined) return {};
+  if (current === undefined) return undefined;
   const what = `${target.display}:${version}`;
   // Never replace what could not be read as an index (spec §5).
   if (!INDEX_TYPES.includes(current.mediaType)) {
@@ -99,8 +105,7 @@ async function currentIndex(target: Target, version: string, known: IndexSnapsho
   const digest = await target.resolve(version);
   if (digest === undefined) return undefined;
   if (known?.digest === digest) return known;
-  const read = await readVersionIndex(target, version);
-  return read.index && read.digest ? { index: read.index, digest: read.digest, size: read.size ?? 0 } : undefined;
+  return readVersionIndex(target, version);
 }
 
 /** A registry's refusal of an index that names a manifest it does not have. */
@@ -131,17 +136,9 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
   const own: OwnWrites = { tags: new Map() };
 
   for (let round = 1; ; round++) {
+    // Every round after the first follows a write of this writer, and must run: only the listing after a write
+    // makes the write safe. It may use the stop margin (its requests stop only at the final point).
     if (round === 1) o.deadline.ensure(`the version index ${where}`, ROUND_MS);
-    else {
-      // Every round after the first follows a write of this writer, and must run: only the listing after a write
-      // makes the write safe. It may use the stop margin, not the time after the final point.
-      if (o.deadline.finalLeft() <= 0) {
-        throw new TimeoutError(`stopped after writing ${where}, before listing its records again; the retry renders it again`);
-      }
-      if (clock.now() - started > CONVERGE_LIMIT_MS) {
-        throw new PublishError('conflict', `${where}: the records kept changing for ${Math.round(CONVERGE_LIMIT_MS / 1000)} s`, { retryable: true });
-      }
-    }
     const listing = await o.state.listVersion(o.target.id, o.version);
     const entries = (await mapLimit(listing, 16, read)).filter((e): e is VersionEntry => e !== undefined);
     const state: Round = {
@@ -152,8 +149,17 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
     if (!checked) {
       await checkEntries(o, state, snapshot, gone);
       checked = true;
-    }
-    const writes = await writeRound(o, state, gone, round, own, snapshot);
+    } else await recheckGone(o, state, gone);
+    // Not writing is always safe; a write is only begun when the round that checks it can follow.
+    const beforeWrite = (): void => {
+      if (clock.now() - started > CONVERGE_LIMIT_MS) {
+        throw new PublishError('conflict', `${where}: the records kept changing for ${Math.round(CONVERGE_LIMIT_MS / 1000)} s`, { retryable: true });
+      }
+      if (o.deadline.finalLeft() < WRITE_RESERVE_MS) {
+        throw new TimeoutError(`stopped before writing ${where}: too little time is left to check the write; the retry renders it again`);
+      }
+    };
+    const writes = await writeRound(o, state, gone, round, own, snapshot, beforeWrite);
     snapshot = writes.snapshot;
     if (writes.count === 0) {
       const tags = [...own.tags.values()];
@@ -215,22 +221,37 @@ async function checkEntries(o: ConvergeOptions, state: Round, snapshot: IndexSna
   await findGone(o, [...new Set(digests)], state, gone);
 }
 
-/** Asks for each manifest (HEAD by digest); the missing ones join `gone`, each named in a warning. */
+/** Asks for each manifest (HEAD by digest); the missing ones join `gone`. */
 async function findGone(o: ConvergeOptions, digests: readonly string[], state: Round, gone: Set<string>): Promise<void> {
   const unknown = digests.filter((d) => !gone.has(d));
   const present = await mapLimit(unknown, 16, async (d) => (await o.target.resolve(d)) !== undefined);
   unknown.forEach((digest, i) => {
-    if (present[i]) return;
-    gone.add(digest);
-    const record = state.records.find((r) => r.gardenlinux?.digest === digest || r.container?.digest === digest);
-    o.logger.warn('a manifest named in the version index no longer exists: its entry is left out', {
-      repository: o.target.display,
-      tag: o.version,
-      digest,
-      ...(record
-        ? { base: record.base, recorded: true, hint: `publish the build again to restore it, or retract it (gl-oci-publish retract ${record.base}) to stop this check` }
-        : { recorded: false }),
-    });
+    if (!present[i]) markGone(o, digest, state, gone);
+  });
+}
+
+/** A manifest found missing: left out of what this writer renders, and named in a warning. */
+function markGone(o: ConvergeOptions, digest: string, state: Round, gone: Set<string>): void {
+  if (gone.has(digest)) return;
+  gone.add(digest);
+  const record = state.records.find((r) => r.gardenlinux?.digest === digest || r.container?.digest === digest);
+  o.logger.warn('a manifest named in the version index no longer exists: its entry is left out', {
+    repository: o.target.display,
+    tag: o.version,
+    digest,
+    ...(record
+      ? { base: record.base, recorded: true, hint: `publish the build again to restore it, or retract it (gl-oci-publish retract ${record.base}) to stop this check` }
+      : { recorded: false }),
+  });
+}
+
+/** A build published again while it counted as gone is back: a record names its manifest, and the registry has it. */
+async function recheckGone(o: ConvergeOptions, state: Round, gone: Set<string>): Promise<void> {
+  const named = new Set(state.records.flatMap((r) => [r.gardenlinux?.digest, r.container?.digest]));
+  const candidates = [...gone].filter((d) => named.has(d));
+  const back = await mapLimit(candidates, 16, async (d) => (await o.target.resolve(d)) !== undefined);
+  candidates.forEach((d, i) => {
+    if (back[i]) gone.delete(d);
   });
 }
 
@@ -257,6 +278,7 @@ async function writeRound(
   round: number,
   own: OwnWrites,
   start: IndexSnapshot | undefined,
+  beforeWrite: () => void,
 ): Promise<{ count: number; snapshot: IndexSnapshot | undefined }> {
   let snapshot = start;
   let count = 0;
@@ -271,6 +293,7 @@ async function writeRound(
     if (indexRight && wrongTags.length === 0) return { count, snapshot };
     if (count === 0 && overtaken(o, state, own, rendered, snapshot, tags, tagged)) return { count, snapshot };
 
+    beforeWrite();
     if (!indexRight && rendered !== undefined) {
       const written = await putIndex(o, rendered, state, gone, round);
       if (written === undefined) continue;
@@ -282,7 +305,7 @@ async function writeRound(
     for (const t of wrongTags) {
       const image = await o.target.getManifest(t.entry.digest);
       if (image === undefined) {
-        await findGone(o, [t.entry.digest], state, gone);
+        markGone(o, t.entry.digest, state, gone);
         found = true;
         break;
       }
@@ -305,32 +328,31 @@ async function writeRound(
 function tagsToKeep(o: ConvergeOptions, state: Round, ex: Exclusions): ReturnType<typeof containerTags> {
   const all = containerTags(state.records, o.version, ex);
   if (o.own === undefined) return all;
-  const platform = state.records.find((r) => r.base === o.own)?.container?.platform;
+  // The platform is the writer's own, not looked up in the listing: a build retracted meanwhile keeps its duty to
+  // the tag it may have written.
+  const platform = o.own.platform;
   if (platform === undefined) return [];
   return all.filter((t) => t.entry.platform?.architecture === platform.architecture && t.entry.platform?.os === platform.os);
 }
 
-/** True when readers see none of this writer's own writes any more, and its build is placed right in what they see. */
+/**
+ * True when readers see none of this writer's own writes any more, its build is placed right in what they see, and
+ * its platform's tag names the image of that platform's slot (`tags` are the writer's own platform's only).
+ */
 function overtaken(
   o: ConvergeOptions,
   state: Round,
   own: OwnWrites,
   rendered: RenderedIndex | undefined,
   snapshot: IndexSnapshot | undefined,
-  tags: ReadonlyArray<{ tag: string; entry: { digest: string }; base: string }>,
+  tags: ReadonlyArray<{ tag: string; entry: { digest: string } }>,
   tagged: ReadonlyArray<string | undefined>,
 ): boolean {
   if (o.own === undefined) return false;
   if (own.index !== undefined && snapshot?.digest === own.index) return false;
   if (tags.some((t, i) => tagged[i] !== undefined && own.lastTagWrites?.get(t.tag) === tagged[i])) return false;
-  const record = state.records.find((r) => r.base === o.own);
-  // Retracted, or never recorded: this writer has no place of its own to check.
-  if (record === undefined) return true;
-  if (!samePlace(rendered?.index, snapshot?.index, record)) return false;
-  // Its platform's tag: whoever holds the slot, the tag must name it.
-  const platform = record.container?.platform;
-  return tags.every((t, i) => {
-    const holder = state.records.find((r) => r.base === t.base)?.container?.platform;
-    return platform === undefined || holder?.architecture !== platform.architecture || holder?.os !== platform.os || tagged[i] === t.entry.digest;
-  });
+  // Retracted, or never recorded: this writer has no place of its own in the index to check.
+  const record = state.records.find((r) => r.base === o.own?.base);
+  if (record !== undefined && !samePlace(rendered?.index, snapshot?.index, record)) return false;
+  return tags.every((t, i) => tagged[i] === t.entry.digest);
 }

@@ -114,10 +114,10 @@ async function publishFiles(
   const checkIndex = async (t: Target): Promise<IndexSnapshot | undefined> => {
     // Also refuses early a tag that holds something other than an index.
     const current = await readVersionIndex(t, version);
-    if ((current.size ?? 0) + INDEX_ENTRIES_BYTES > MAX_MANIFEST_BYTES) {
-      throw new InputError(`${t.display}:${version} is ${current.size} bytes; with this build it would exceed the 4 MiB registries accept`);
+    if ((current?.size ?? 0) + INDEX_ENTRIES_BYTES > MAX_MANIFEST_BYTES) {
+      throw new InputError(`${t.display}:${version} is ${current?.size} bytes; with this build it would exceed the 4 MiB registries accept`);
     }
-    return current.index && current.digest ? { index: current.index, digest: current.digest, size: current.size ?? 0 } : undefined;
+    return current;
   };
   // Independent reads, at once: each is a round trip to the registry or S3.
   const [plan, indexesBefore] = await Promise.all([
@@ -214,7 +214,9 @@ async function publishFiles(
   }
   for (const [i, t] of indexTargets.entries()) {
     const known = indexesBefore[i];
-    const { update } = await convergeVersion({ state: ctx.state, target: t, version, logger: log, deadline: ctx.deadline, own: base, ...(known ? { known } : {}) });
+    const platform = containerEntry && t.id === imageTarget.id ? containerEntry.platform : undefined;
+    const own = { base, ...(platform ? { platform } : {}) };
+    const { update } = await convergeVersion({ state: ctx.state, target: t, version, logger: log, deadline: ctx.deadline, own, ...(known ? { known } : {}) });
     result.indexes.push(update);
     if (containerEntry && t.id === imageTarget.id) {
       const tag = containerTag(build.name);

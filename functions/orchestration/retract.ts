@@ -13,6 +13,7 @@
 import { parseBaseName } from '../gardenlinux/naming';
 import type { StateStore } from '../storage/state-store';
 import type { Target } from '../target/target';
+import { systemClock, type Clock } from '../util/clock';
 import type { Deadline } from '../util/deadline';
 import { InputError } from '../util/errors';
 import type { Logger } from '../util/log';
@@ -27,11 +28,18 @@ export interface RetractResult {
 }
 
 /** `targets`: the main repository first, then the container sub-repositories. */
-export async function retractBuild(state: StateStore, targets: readonly Target[], base: string, logger: Logger, deadline: Deadline): Promise<RetractResult> {
+export async function retractBuild(
+  state: StateStore,
+  targets: readonly Target[],
+  base: string,
+  logger: Logger,
+  deadline: Deadline,
+  clock: Clock = systemClock,
+): Promise<RetractResult> {
   const { version } = parseBaseName(base);
   const main = targets[0] as Target;
   const found = await Promise.all(targets.map(async (target) => ({ target, record: await state.getRecord(target.id, version, base) })));
-  const inIndex = (await readVersionIndex(main, version)).index?.manifests.some((m) => m.annotations?.cname === base) ?? false;
+  const inIndex = (await readVersionIndex(main, version))?.index.manifests.some((m) => m.annotations?.cname === base) ?? false;
   if (!found.some((f) => f.record !== undefined) && !inIndex) {
     throw new InputError(`no record of ${base} and no entry of ${main.display}:${version} names it: there is nothing to retract`);
   }
@@ -47,7 +55,7 @@ export async function retractBuild(state: StateStore, targets: readonly Target[]
       result.repositories.push(target.display);
     }
     logger.info('build retracted', { base, repository: target.display, version, digests });
-    result.indexes.push((await convergeVersion({ state, target, version, logger, deadline })).update);
+    result.indexes.push((await convergeVersion({ state, target, version, logger, deadline, clock })).update);
   }
   return result;
 }

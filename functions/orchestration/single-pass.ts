@@ -14,6 +14,7 @@
  * is retryable as such, rather than the "consumer closed" the read sees after it.
  */
 import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { someCause } from '../util/errors';
 import { ConsumerGoneError, fanOut, type Slice } from './fan-out';
 
 /** What every part of a stopped pass is stopped with; never the root cause while a real failure is known. */
@@ -25,10 +26,7 @@ export class PassStopped extends Error {
 }
 
 function isConsequence(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    if (e instanceof PassStopped || e instanceof ConsumerGoneError) return true;
-  }
-  return false;
+  return someCause(err, (e) => e instanceof PassStopped || e instanceof ConsumerGoneError);
 }
 
 function asError(err: unknown): Error {

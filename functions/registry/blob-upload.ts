@@ -12,7 +12,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { HashingTap, sha256Digest, verifyHashed, type Expected, type Hashed } from '../oci/digest';
-import { describeError, IntegrityError } from '../util/errors';
+import { describeError, errorCode, IntegrityError, someCause } from '../util/errors';
 import { isNetworkError, isRetryable, RegistryError } from './errors';
 import { JobScope, Operation } from './failure-budget';
 import { checkClaimedDigest, errorFrom, fail, header, locationOf, withDigest, type Res } from './http';
@@ -44,9 +44,10 @@ export interface UploadResult {
   md5?: string;
 }
 
-/** What one attempt got to: the digest once known, and whether the commit was sent. */
+/** What one attempt got to: the digest once known, whether every byte was read, whether the commit was sent. */
 interface Progress {
   digest: string | undefined;
+  bodySent: boolean;
   committing: boolean;
   /** the commit asked for the blob after failing: no need to ask again */
   asked: boolean;
@@ -63,11 +64,7 @@ function registryFailure(err: unknown): boolean {
 }
 
 function isTimeout(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return true;
-  }
-  return false;
+  return someCause(err, (e) => errorCode(e) === 'UND_ERR_HEADERS_TIMEOUT' || errorCode(e) === 'UND_ERR_BODY_TIMEOUT');
 }
 
 /** 413 (a body limit in front of the registry) or 416 (a chunk above the registry's limit). */
@@ -81,7 +78,7 @@ export async function uploadBlob(repo: RepositoryAccess, blob: BlobUpload): Prom
   let minChunk = 0;
   for (let attempt = 1; ; attempt++) {
     let location: URL | undefined;
-    const progress: Progress = { digest: blob.digest, committing: false, asked: false };
+    const progress: Progress = { digest: blob.digest, bodySent: false, committing: false, asked: false };
     try {
       const started = await startUpload(repo, blob.what, op);
       location = started.location;
@@ -93,7 +90,10 @@ export async function uploadBlob(repo: RepositoryAccess, blob: BlobUpload): Prom
       // Freed unless a commit was sent: the registry may still be storing the blob from it.
       if (location && !progress.committing) cancelUpload(repo, location);
       const refused = refusedBody(err) && client.chunks.shrink(err.rejectedBytes ?? blob.size, minChunk);
-      if (!refused && progress.digest !== undefined && !progress.asked && registryFailure(err)) {
+      // A source read once (a pass's sink) must have been read to its end: else its pass would wait for a consumer
+      // that has gone. Then the pass is read again, and finds the blob present before it uploads.
+      const settled = !blob.once || progress.bodySent;
+      if (!refused && progress.digest !== undefined && !progress.asked && settled && registryFailure(err)) {
         if (await blobArrived(repo, progress.digest, progress.committing && isTimeout(err))) {
           client.logger.info('the upload failed, but the registry has the blob', { blob: blob.what, digest: progress.digest, error: describeError(err) });
           return { digest: progress.digest, size: blob.size };
@@ -202,6 +202,7 @@ async function uploadWhole(repo: RepositoryAccess, blob: BlobUpload, start: URL,
     await commit(repo, header(res, 'location') ? locationOf(res, `PATCH ${blob.what}`) : start, seen.digest, blob.what, progress, op);
     return seen;
   } finally {
+    progress.bodySent = body.complete !== undefined;
     source.destroy();
     body.destroy();
   }
@@ -215,6 +216,7 @@ async function uploadEmpty(repo: RepositoryAccess, blob: BlobUpload, start: URL,
   const source = opened(await blob.open(), blob.what);
   let bytes = 0;
   for await (const chunk of source) bytes += (chunk as Buffer).length;
+  progress.bodySent = true;
   const seen = verifyHashed({ digest: sha256Digest(Buffer.alloc(0)), size: bytes }, { what: blob.what, size: 0, ...(blob.digest ? { digest: blob.digest } : {}) });
   progress.digest = seen.digest;
   await blob.beforeCommit?.();
@@ -254,6 +256,7 @@ async function uploadChunks(repo: RepositoryAccess, blob: BlobUpload, start: URL
       offset += chunk.length;
       blob.onBytes?.(chunk.length);
     }
+    progress.bodySent = true;
   } finally {
     source.destroy();
   }
@@ -289,9 +292,9 @@ async function commit(repo: RepositoryAccess, location: URL, digest: string, wha
         return;
       }
       progress.asked = true;
-      // 404: the session is over (the registry dropped it), so only a new upload can help.
-      const sessionGone = err instanceof RegistryError && err.status === 404;
-      if (sessionGone || !isRetryable(err) || repo.scope.exhausted(op) || attempt >= repo.client.retry.maxAttempts) throw err;
+      // 404: the session is over (the registry dropped it), and the blob is not there: a new upload can help.
+      if (err instanceof RegistryError && err.status === 404) throw err.withRetryable(true);
+      if (!isRetryable(err) || repo.scope.exhausted(op) || attempt >= repo.client.retry.maxAttempts) throw err;
       const wait = (err instanceof RegistryError ? err.retryAfterMs : undefined) ?? backoffDelay(repo.client.retry, attempt);
       if (err instanceof RegistryError) repo.scope.checkWait(wait, err);
       repo.client.logger.warn('the commit of an upload failed, sending it again', { blob: what, attempt, waitMs: wait, error: describeError(err) });

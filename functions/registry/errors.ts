@@ -1,4 +1,4 @@
-import { PublishError } from '../util/errors';
+import { errorCode, PublishError, someCause } from '../util/errors';
 
 /** An answer or a failure of the registry, with its OCI error code when the registry gave one. */
 export class RegistryError extends PublishError {
@@ -46,11 +46,10 @@ const NETWORK_CODES = new Set([
 
 /** True for errors of the connection rather than of the request: worth another attempt. */
 export function isNetworkError(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
-  }
-  return false;
+  return someCause(err, (e) => {
+    const code = errorCode(e);
+    return typeof code === 'string' && NETWORK_CODES.has(code);
+  });
 }
 
 /** Worth another attempt: an error marked retryable, or a broken connection. */

@@ -5,7 +5,8 @@
  * burst of 503s spread over several uploads running at once (GHCR's 502 bursts look like this) does not add up
  * to one job-wide streak: each operation gets MAX_CONSECUTIVE_FAILURES of its own. A registry that is really
  * down still ends the job fast: an operation that keeps failing gives up on its own, and once every request of
- * the job has failed for FAILING_SPAN_MS with nothing succeeding in between, every further failure is final.
+ * the job has failed for FAILING_SPAN_MS with nothing succeeding in between, every further failure is final
+ * (throttling, 429, does not count there: the registry is up and says when to come back).
  */
 import { TimeoutError } from '../util/deadline';
 import type { RegistryError } from './errors';
@@ -41,8 +42,11 @@ export class JobScope {
   /** Counts a failure worth retrying; when it is one too many, returns it as final instead. */
   failed(err: RegistryError, op: Operation): RegistryError {
     op.consecutive++;
-    this.streak++;
-    this.streakSince ??= this.now();
+    // A registry that throttles (429) is up and says when to come back: that is not a streak of failures.
+    if (err.status !== 429) {
+      this.streak++;
+      this.streakSince ??= this.now();
+    }
     if (op.consecutive >= this.maxConsecutiveFailures) {
       return err.withRetryable(false, `${err.message} (the registry failed ${op.consecutive} times in a row; giving up)`);
     }

@@ -42,6 +42,17 @@ export class SourceError extends PublishError {
   }
 }
 
+/** Whether `err` or one of its causes (five levels deep at most) satisfies `test`. */
+export function someCause(err: unknown, test: (e: Error) => boolean): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) if (test(e)) return true;
+  return false;
+}
+
+/** The `code` of an error (Node's and undici's errors carry one), or undefined. */
+export function errorCode(e: Error): unknown {
+  return (e as { code?: unknown }).code;
+}
+
 /** A message for logs and summaries: the error's own message plus its causes, one level each. */
 export function describeError(err: unknown): string {
   const parts: string[] = [];

@@ -40,6 +40,8 @@ export interface FaultRule {
   times?: number;
   /** matching requests let through before the first failure (default 0) */
   skip?: number;
+  /** awaited when the fault strikes, before the proxy acts on the request (to change the registry just then) */
+  before?: () => Promise<void>;
 }
 
 export interface ProxyBehaviour {
@@ -124,7 +126,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
   /** chunk sizes per upload session, for minChunkBytes */
   const chunks = new Map<string, number[]>();
 
-  const pickFault = (kind: RequestKind, path: string, bodyBytes: number): Fault | undefined => {
+  const pickRule = (kind: RequestKind, path: string, bodyBytes: number): FaultRule | undefined => {
     for (const rule of rules) {
       if (rule.kind !== kind || (rule.pathIncludes !== undefined && !path.includes(rule.pathIncludes))) continue;
       if (rule.pathEndsWith !== undefined && !path.endsWith(rule.pathEndsWith)) continue;
@@ -133,7 +135,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
       const n = (seen.get(rule) ?? 0) + 1;
       seen.set(rule, n);
       const skip = rule.skip ?? 0;
-      if (n > skip && n <= skip + (rule.times ?? 1)) return rule.fault;
+      if (n > skip && n <= skip + (rule.times ?? 1)) return rule;
     }
     return undefined;
   };
@@ -161,10 +163,20 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
       entry.status = 'reset';
       return;
     }
-    const fault = pickFault(kind, url.pathname, length);
+    const rule = pickRule(kind, url.pathname, length);
+    const fault = rule?.fault;
     entry.faulted = fault !== undefined;
     if (fault !== undefined) entry.fault = fault.type;
+    if (rule?.before) {
+      req.pause();
+      rule.before().then(
+        () => act(req, res, url, method, kind, length, entry, fault),
+        (err: unknown) => res.writeHead(500).end(`the test's hook failed: ${String(err)}`),
+      );
+    } else act(req, res, url, method, kind, length, entry, fault);
+  };
 
+  const act = (req: IncomingMessage, res: ServerResponse, url: URL, method: string, kind: RequestKind, length: number, entry: ProxyLogEntry, fault: Fault | undefined): void => {
     const reply = (status: number, headers: Record<string, string>, body: string) => {
       entry.status = status;
       req.resume();
@@ -303,6 +315,8 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
           up.destroy();
         }
       });
+      // A request paused for a rule's `before` hook does not flow by itself once it has a 'data' listener.
+      req.resume();
     } else {
       req.pipe(up);
     }

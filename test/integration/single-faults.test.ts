@@ -14,7 +14,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
-import { metadataYaml, pseudoRandom, sampleBuild, type SampleBuild } from '../../tools/sample-builds';
+import { containerArchive, metadataYaml, pseudoRandom, sampleBuild, type SampleBuild } from '../../tools/sample-builds';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { BUCKET, EMPTY_CONFIG_DIGEST, expectedArtifactManifest, expectedIndex, glTag, parse, sha256 } from '../helpers/expectations';
 import { jobsOf } from '../helpers/jobs';
@@ -198,6 +198,25 @@ describe('one fault per publication, one invocation', { concurrency: 4 }, () => 
     await checkRegistry(c.repo, [container]);
   });
 
+  // 1b. The same reset, while another publication (a duplicate delivery of the build) stores that very layer: the
+  // registry then has the blob although this upload failed half-way, and the read feeding it must not be left
+  // waiting for a consumer that has gone.
+  it('the image layer PUT is reset while another publication stores the same layer: published in one invocation', async (t) => {
+    const layer = containerArchive({ arch: 'amd64', rootfsSize: 6 * MiB, seed: container.base, version: VERSION, refName: 'container-amd64' }).layer;
+    assert.equal(sha256(layer), container.image?.layerDigest, 'the layer as the sample build has it');
+    let c: Awaited<ReturnType<typeof setup>> | undefined;
+    c = await setup('layer-put-reset-twin', [
+      { kind: 'upload-put', minBodyBytes: SMALL_FILE, fault: { type: 'reset', afterBytes: MiB }, before: () => pushBlob((c as { repo: string }).repo, layer) },
+    ]);
+    c.arm();
+    const jobs = await c.publish(container);
+    const hit = faultsOf(c.proxy);
+    assert.equal(hit.length, 1, describeEntries(hit));
+    assert.ok(hit[0]?.status === 'reset' && (hit[0].receivedBytes ?? 0) < hit[0].bodyBytes, `reset half-way: ${describeEntries(hit)}`);
+    assertPublished(t, jobs, c.proxy);
+    await checkRegistry(c.repo, [container]);
+  });
+
   // 2. The same PUT answered 503 once.
   it('the image layer PUT (> 4 MiB body) is answered 503 once: published in one invocation', async (t) => {
     const c = await setup('layer-put-503', [{ kind: 'upload-put', minBodyBytes: SMALL_FILE, fault: { type: 'status', status: 503 } }]);
@@ -270,6 +289,24 @@ describe('one fault per publication, one invocation', { concurrency: 4 }, () => 
       await checkRegistry(c.repo, [build]);
     });
   }
+
+  // 5b. The commit PUT fails (500, never reached the registry), and its retry finds the session gone (404
+  // BLOB_UPLOAD_UNKNOWN, as after a registry restart or a commit that outlasted the timeout and then failed): the
+  // blob is not there, so the upload starts over.
+  it('the commit PUT fails and its retry finds the upload session gone (404): the upload starts over, published in one invocation', async (t) => {
+    const gone = JSON.stringify({ errors: [{ code: 'BLOB_UPLOAD_UNKNOWN', message: 'blob upload unknown to registry' }] });
+    const c = await setup('commit-session-gone', [
+      { kind: 'upload-put', maxBodyBytes: 0, fault: { type: 'status', status: 500 } },
+      { kind: 'upload-put', maxBodyBytes: 0, fault: { type: 'status', status: 404, body: gone } },
+    ]);
+    c.arm();
+    const jobs = await c.publish(raw);
+    const hit = faultsOf(c.proxy);
+    assert.deepEqual(hit.map((e) => e.status), [500, 404], describeEntries(hit));
+    assertPublished(t, jobs, c.proxy);
+    assert.ok(c.lines.some((l) => l.includes('blob upload failed, restarting it')), 'the upload started over');
+    await checkRegistry(c.repo, [raw]);
+  });
 
   // 6. A short run of 503s on upload POSTs while four uploads run at once: 12 failures, 3 per upload, each of
   // which stays well within its own 5 attempts. Only those four uploads may be in flight: a small file's

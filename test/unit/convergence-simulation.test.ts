@@ -14,6 +14,7 @@ import { sha256Digest } from '../../functions/oci/digest';
 import type { Descriptor } from '../../functions/oci/descriptor';
 import { OCI_MANIFEST } from '../../functions/oci/media-types';
 import { convergeVersion, type IndexUpdate } from '../../functions/orchestration/converge';
+import { retractBuild } from '../../functions/orchestration/retract';
 import { StateStore } from '../../functions/storage/state-store';
 import type { Target } from '../../functions/target/target';
 import { Deadline } from '../../functions/util/deadline';
@@ -76,7 +77,7 @@ async function simulate(seed: number, count: number, windowMs: number, slow = 1)
     if (b.image) await target.putManifest(b.image.bytes, OCI_MANIFEST, b.image.entry.digest);
     const record: IndexRecord = { base: b.name.base, flavorArch: flavorArch(b.name), buildTime: b.buildTime, gardenlinux: b.manifest.entry, ...(b.image ? { container: b.image.entry } : {}) };
     await state.putRecord(target.id, VERSION, record);
-    const { update } = await convergeVersion({ state, target, version: VERSION, logger: silent, deadline: Deadline.none(), clock, random, own: b.name.base });
+    const { update } = await convergeVersion({ state, target, version: VERSION, logger: silent, deadline: Deadline.none(), clock, random, own: { base: b.name.base, ...(b.image ? { platform: { architecture: b.name.arch, os: 'linux' } } : {}) } });
     return { update, finishedAt: clock.now() };
   };
   const results = await clock.run(Promise.allSettled(all.map((b, i) => writer(b, arrivals[i] as number))));
@@ -149,14 +150,14 @@ describe('convergence of one version index under bursts of writers (simulated)',
     const timeline: string[] = [];
     const writerA = (async () => {
       await state.putRecord(slowA.id, VERSION, record(a));
-      const r = await convergeVersion({ state, target: slowA, version: VERSION, logger: silent, deadline, clock, own: a.name.base });
+      const r = await convergeVersion({ state, target: slowA, version: VERSION, logger: silent, deadline, clock, own: { base: a.name.base } });
       timeline.push(`A done at ${clock.now() - start} ms, ${deadline.left()} ms left before the margin`);
       return r;
     })();
     const writerB = (async () => {
       await clock.sleep(100);
       await state.putRecord(quickB.id, VERSION, record(b));
-      const r = await convergeVersion({ state, target: quickB, version: VERSION, logger: silent, deadline: Deadline.none(), clock, own: b.name.base });
+      const r = await convergeVersion({ state, target: quickB, version: VERSION, logger: silent, deadline: Deadline.none(), clock, own: { base: b.name.base } });
       timeline.push(`B done at ${clock.now() - start} ms`);
       return r;
     })();
@@ -174,6 +175,38 @@ describe('convergence of one version index under bursts of writers (simulated)',
     } finally {
       deadline.dispose();
     }
+  });
+
+  it('a build retracted while its tag write is under way: the writer puts the tag back on the build that holds the slot', async () => {
+    const clock = new VirtualClock();
+    const store = new MemoryStore(clock, () => 10);
+    const state = new StateStore(store, 'oci-publisher/');
+    const registry = new MemoryRegistry(clock);
+    const [y, , z] = builds(8) as [SimBuild, SimBuild, SimBuild]; // two amd64 container builds, z newer than y
+    const quick = registry.connect({ head: () => 10, get: () => 10, put: () => 10 });
+    // Z's tag PUT takes 2 s; everything else is quick.
+    const slowTag = registry.connect({ head: () => 10, get: () => 10, put: (ref) => (ref === containerTag(z.name) ? 2_000 : 10) });
+    const record = (x: SimBuild): IndexRecord => ({ base: x.name.base, flavorArch: flavorArch(x.name), buildTime: x.buildTime, gardenlinux: x.manifest.entry, container: x.image?.entry as Descriptor });
+    const own = (x: SimBuild) => ({ base: x.name.base, platform: { architecture: x.name.arch, os: 'linux' } });
+    const publish = async (x: SimBuild, target: Target) => {
+      await target.putManifest(x.manifest.bytes, OCI_MANIFEST, artifactManifestTag(x.name));
+      await target.putManifest(x.image?.bytes as Buffer, OCI_MANIFEST, x.image?.entry.digest as string);
+      await state.putRecord(target.id, VERSION, record(x));
+      return convergeVersion({ state, target, version: VERSION, logger: silent, deadline: Deadline.none(), clock, own: own(x) });
+    };
+    await clock.run(publish(y, quick));
+    assert.equal(registry.tags.get(containerTag(y.name)), y.image?.entry.digest);
+    const zDone = publish(z, slowTag);
+    const retracted = (async () => {
+      await clock.sleep(500);
+      return retractBuild(state, [quick], z.name.base, silent, Deadline.none(), clock);
+    })();
+    const [rz, rr] = await clock.run(Promise.all([zDone, retracted]));
+    assert.ok(rz.update.rounds >= 2 && rr.indexes.length === 1);
+    const index = JSON.parse((registry.manifests.get(registry.tags.get(VERSION) as string)?.bytes as Buffer).toString()) as { manifests: Descriptor[] };
+    assert.deepEqual(index.manifests.filter((m) => m.annotations === undefined).map((m) => m.digest), [y.image?.entry.digest], 'the slot is back on y');
+    assert.equal(registry.tags.get(containerTag(y.name)), y.image?.entry.digest, 'and so is the tag, although z wrote it after the retraction');
+    assert.ok(registry.writes.some((w) => w.reference === containerTag(z.name) && w.digest === z.image?.entry.digest && w.at > 500), 'z wrote the tag after the retraction');
   });
 
   it('replays the same race for the same seed', async () => {

@@ -60,6 +60,17 @@ describe('JobScope: the failure budget', () => {
     assert.fail('never counted as down');
   });
 
+  it('does not count throttling (429) as the registry being down: only each request\'s own attempts bound it', () => {
+    let now = 0;
+    const scope = new JobScope(undefined, 8, undefined, () => now);
+    const ops = [new Operation(), new Operation(), new Operation(), new Operation()];
+    const throttled = () => new RegistryError('PUT: HTTP 429 TOOMANYREQUESTS', { status: 429, code: 'TOOMANYREQUESTS', retryable: true, retryAfterMs: 4000 });
+    for (let i = 0; i < 16; i++) {
+      now = Math.floor(i / 4) * 4000;
+      assert.equal(scope.failed(throttled(), ops[i % 4] as Operation).retryable, true, `429 number ${i + 1} at ${now} ms`);
+    }
+  });
+
   it('a success anywhere in the job ends the streak', () => {
     let now = 0;
     const scope = new JobScope(undefined, 8, undefined, () => now);
