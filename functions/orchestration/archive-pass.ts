@@ -121,7 +121,6 @@ async function archivePass(
   remember: (archive: PublishedBlob) => Promise<void>,
 ): Promise<void> {
   const what = t.what(file);
-  const md5 = t.streamMd5(file);
   const source = await t.open(file);
   const pass = new SinglePass(what);
   const wholeSink = pass.sink();
@@ -133,19 +132,7 @@ async function archivePass(
     return { start: b.member.offset, end: b.member.offset + b.size, sink, onStart: () => void pass.upload(true, () => t.upload(imageTarget, upload)) };
   });
   // Of unknown digest, the archive commits only once every image blob arrived intact: a bad archive leaves nothing.
-  void pass.upload(known !== undefined, (beforeCommit) =>
-    t
-      .upload(glTarget, {
-        ...(known ? { digest: known.digest } : {}),
-        size: file.size,
-        ...(md5 ? { md5 } : {}),
-        what,
-        once: true,
-        ...(beforeCommit ? { beforeCommit } : {}),
-        open: async () => wholeSink,
-      })
-      .then((r) => remember(r)),
-  );
+  t.wholeFileUpload(pass, glTarget, file, known?.digest, wholeSink, remember);
   await pass.run(source, file.size, [wholeSink], slices);
 }
 

@@ -17,6 +17,7 @@ import { describeError, InputError } from '../util/errors';
 import { Limiter } from '../util/limiter';
 import type { Logger } from '../util/log';
 import type { PublishContext, TransferStats } from './context';
+import type { SinglePass } from './single-pass';
 
 export interface SourceFile {
   name: string;
@@ -151,6 +152,27 @@ export class FileTransfer {
   /** `digest`: when the caller hashed the bytes already. */
   ensureBuffer(target: Target, bytes: Buffer, what: string, digest: string = sha256Digest(bytes)): Promise<PublishedBlob> {
     return this.ensure(target, { digest, size: bytes.length, what, open: async () => bufferStream(bytes) });
+  }
+
+  /**
+   * The upload of a whole file as a part of its pass: with its remembered digest when there is one (then it checks
+   * its own bytes), else computing it, and committing only once the pass is intact. `done` runs inside the part,
+   * so the pass waits for it too.
+   */
+  wholeFileUpload(pass: SinglePass, target: Target, file: SourceFile, knownDigest: string | undefined, sink: Readable, done: (r: UploadResult) => unknown): void {
+    const md5 = this.streamMd5(file);
+    void pass.upload(knownDigest !== undefined, async (beforeCommit) => {
+      const r = await this.upload(target, {
+        ...(knownDigest ? { digest: knownDigest } : {}),
+        size: file.size,
+        ...(md5 ? { md5 } : {}),
+        what: this.what(file),
+        once: true,
+        ...(beforeCommit ? { beforeCommit } : {}),
+        open: async () => sink,
+      });
+      await done(r);
+    });
   }
 
   /** Runs a single pass over a file again after a transient failure; blobs it finished are then skipped. */

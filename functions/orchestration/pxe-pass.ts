@@ -33,7 +33,6 @@ async function pxePass(t: FileTransfer, file: SourceFile, target: Target): Promi
     }
   }
   const needBundle = known === undefined || !(await target.hasBlob(known.digest));
-  const md5 = t.streamMd5(file);
   // Opened before any upload starts, so no upload can fail while nobody is waiting for it.
   const source = await t.open(file);
   const pass = new SinglePass(what);
@@ -56,21 +55,9 @@ async function pxePass(t: FileTransfer, file: SourceFile, target: Target): Promi
   if (needBundle) {
     const sink = pass.sink();
     wholes.push(sink);
-    void pass.upload(known !== undefined, (beforeCommit) =>
-      t
-        .upload(target, {
-          ...(known ? { digest: known.digest } : {}),
-          size: file.size,
-          ...(md5 ? { md5 } : {}),
-          what,
-          once: true,
-          ...(beforeCommit ? { beforeCommit } : {}),
-          open: async () => sink,
-        })
-        .then((r) => {
-          bundle = { digest: r.digest, size: r.size };
-        }),
-    );
+    t.wholeFileUpload(pass, target, file, known?.digest, sink, (r) => {
+      bundle = { digest: r.digest, size: r.size };
+    });
   } else t.stats.blobsSkipped++;
   wholes.push(tarParserSink(pass, parser));
 

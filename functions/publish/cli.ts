@@ -49,6 +49,12 @@ async function run(globals: Globals, event: unknown, dir?: string): Promise<void
   }
 }
 
+/** Where the publisher records are: a bucket (else STATE_BUCKET), or the directory used to publish. */
+function recordsIn(options: { bucket?: string; dir?: string }): { bucket?: string; dir?: string } {
+  if (options.dir) return { bucket: LOCAL_BUCKET, dir: options.dir };
+  return options.bucket ? { bucket: options.bucket } : {};
+}
+
 function source(options: { bucket?: string; dir?: string }): { bucket: string; dir?: string } {
   if (options.bucket && options.dir) throw new Error('give either --bucket or --dir, not both');
   if (options.dir) return { bucket: LOCAL_BUCKET, dir: options.dir };
@@ -103,8 +109,7 @@ Examples:
     .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
     .action(async (version: string, options: { bucket?: string; dir?: string }) => {
-      const dir = options.dir;
-      const bucket = dir ? LOCAL_BUCKET : options.bucket;
+      const { bucket, dir } = recordsIn(options);
       await run(program.opts<Globals>(), { action: 'reindex', version, ...(bucket ? { bucket } : {}) }, dir);
     });
 
@@ -125,8 +130,7 @@ Examples:
     .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
     .action(async (base: string, options: { bucket?: string; dir?: string }) => {
-      const dir = options.dir;
-      const bucket = dir ? LOCAL_BUCKET : options.bucket;
+      const { bucket, dir } = recordsIn(options);
       await run(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir);
     });
 
