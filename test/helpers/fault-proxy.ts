@@ -14,6 +14,8 @@ export type RequestKind = 'blob-head' | 'upload-post' | 'upload-patch' | 'upload
 
 export type Fault =
   | { type: 'status'; status: number; retryAfter?: string; body?: string; contentType?: string }
+  /** no fault: the request goes through once the rule's `before` hook is done (to hold it until the test says so) */
+  | { type: 'hold' }
   /** closes the connection after this many bytes of the request body (uploads) or response body (reads) */
   | { type: 'reset'; afterBytes: number }
   /** takes the request and never answers */

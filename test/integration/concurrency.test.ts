@@ -15,6 +15,7 @@ import { createHandler, type HandlerResult } from '../../functions/publish/handl
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
 import { BUCKET, expectedIndex, newestContainer, sha256 } from '../helpers/expectations';
+import { startFaultProxy } from '../helpers/fault-proxy';
 import { withLatency } from '../helpers/latency';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
@@ -54,7 +55,6 @@ async function getTagged(url: string): Promise<{ digest: string; header: string 
   return { digest: sha256(body), header: Array.isArray(header) ? header[0] : header };
 }
 
-/** The newest build of an arch with a container image: it holds that arch's container slot and tag. */
 describe(`concurrent publication of one version (${TRIALS} trials of ${FLAVORS.length} builds)`, () => {
   let registry: TestRegistry;
   let s3: LocalS3;
@@ -128,5 +128,48 @@ describe(`concurrent publication of one version (${TRIALS} trials of ${FLAVORS.l
       `# concurrency: ${TRIALS} trials passed, ${contended} with writers that needed more than one round, ` +
         `${containerRaces} in which an amd64 container writer did\n`,
     );
+  });
+
+  it("a tag write of the older build that lands after the newer build finished: the tag ends on the newer image, as the slot", async () => {
+    const version = '1901.1';
+    const older = sampleBuild({ flavor: 'container', arch: 'amd64', version, commit: '0a1de701', buildTime: BUILD_TIME });
+    const newer = sampleBuild({ flavor: 'container', arch: 'amd64', version, commit: '0a1de702', buildTime: NEWER_BUILD_TIME });
+    await Promise.all([older, newer].map((b) => uploadBuild(s3.client, BUCKET, b)));
+    // Both publishers reach the registry through a proxy that holds the first PUT of the tag (the older build's) until told.
+    const proxy = await startFaultProxy();
+    proxy.setUpstream(registry.url);
+    let held!: () => void;
+    let release!: () => void;
+    const holding = new Promise<void>((r) => (held = r));
+    proxy.rules.push({
+      kind: 'manifest-put',
+      pathEndsWith: `/manifests/amd64-${version}`,
+      fault: { type: 'hold' },
+      before: () => {
+        held();
+        return new Promise<void>((r) => (release = r));
+      },
+    });
+    try {
+      const publish = (b: SampleBuild) =>
+        createHandler({ env: { ...s3.env, REGISTRY: `http://${proxy.host}/gardenlinux` }, logSink: () => undefined })(s3Event(BUCKET, `meta/singles/${b.base}`)) as Promise<HandlerResult>;
+      const first = publish(older);
+      await holding;
+      // The newer build is published start to finish meanwhile: slot and tag on its image.
+      const second = await publish(newer);
+      assert.equal(second.jobs[0]?.outcome, 'published', second.jobs[0]?.error);
+      assert.equal((await getTagged(`${registry.url}/v2/gardenlinux/manifests/amd64-${version}`)).digest, newer.image?.manifestDigest);
+      // Then the held PUT of the older image lands.
+      release();
+      const done = await first;
+      assert.equal(done.jobs[0]?.outcome, 'published', done.jobs[0]?.error);
+      assert.equal(done.jobs[0]?.container?.tagged, false, 'the older build does not hold the tag');
+      const index = JSON.parse((await get(`${registry.url}/v2/gardenlinux/manifests/${version}`, ACCEPT)).toString()) as { manifests: Array<{ digest: string; annotations?: unknown }> };
+      assert.deepEqual(index.manifests.filter((m) => m.annotations === undefined).map((m) => m.digest), [newer.image?.manifestDigest], 'the slot holds the newer image');
+      assert.equal((await getTagged(`${registry.url}/v2/gardenlinux/manifests/amd64-${version}`)).digest, newer.image?.manifestDigest, 'and so does the tag');
+      assert.ok(proxy.log.some((e) => e.fault === 'hold' && e.status === 201), 'the held PUT of the older image did land');
+    } finally {
+      await proxy.close();
+    }
   });
 });
