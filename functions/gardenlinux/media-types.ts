@@ -2,7 +2,11 @@
  * Media types of Garden Linux artifact layers by file suffix (spec §3.1). The longest matching suffix wins, and
  * a bare file name (a PXE bundle member such as `vmlinuz`) matches its own entry.
  */
-const SECUREBOOT = ['pk', 'kek', 'db'].flatMap((k) => ['crt', 'der', 'auth'].map((e) => `secureboot.${k}.${e}`));
+// Trustedboot builds also carry the null PK's auth file and the openssl configs of the keys (spec §3.1, revised).
+const SECUREBOOT = [
+  ...['pk', 'kek', 'db'].flatMap((k) => ['crt', 'der', 'auth', 'conf'].map((e) => `secureboot.${k}.${e}`)),
+  'secureboot.null.pk.auth',
+];
 
 const TABLE: ReadonlyArray<readonly [suffix: string, mediaType: string]> = [
   ...[...SECUREBOOT, 'secureboot.db.arn', 'secureboot.aws-efivars'].map(

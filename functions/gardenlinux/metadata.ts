@@ -1,8 +1,11 @@
 /**
  * The metadata document `meta/singles/<base>` (spec §2.1). PyYAML writes it, so it is read with the YAML 1.1
  * schema (timestamps become dates). Older shapes are accepted: `gardenlinux_epoch` as a string, `modifiers` as a
- * comma string, `suffix` without its dot, `build_timestamp` as an ISO string. Documents that other writers put
- * under the same prefix are recognised and reported as not being builds.
+ * comma string, `suffix` without its dot, `build_timestamp` as an ISO string; and the bash uploader's, which names
+ * each file with its directory (`<base>/<file>`) and writes `build_timestamp` with a comma and nanoseconds. A
+ * document the cloud publisher rewrote (it adds `published_image_metadata` and `glci_version`) still describes its
+ * build and is read like the original. Group documents, which other writers put under the same prefix, are
+ * recognised and reported as not being builds.
  */
 import YAML from 'yaml';
 import * as z from 'zod';
@@ -68,6 +71,25 @@ function formatIssues(error: z.ZodError): string {
     .join('; ');
 }
 
+/** The source text of a scalar that a YAML 1.1 reader took for a number, or undefined. */
+function sourceText(node: unknown): string | undefined {
+  return YAML.isScalar(node) && typeof node.value === 'number' && typeof node.source === 'string' ? node.source : undefined;
+}
+
+/**
+ * A build_timestamp written as a string: ISO with `T` or a space, usually without a zone (read as UTC, like the
+ * YAML timestamp), and the bash uploader's `date --iso-8601=ns` with a comma and nanoseconds
+ * (`2026-12-02T02:01:07,000000000+00:00`, truncated to milliseconds). Undefined when it is none of these.
+ */
+export function parseTimestamp(text: string): Date | undefined {
+  const m = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:[.,](\d+))?\s*([zZ]|[+-]\d{2}:?\d{2})?$/.exec(text.trim());
+  if (!m) return undefined;
+  const fraction = m[3] ? `.${m[3].slice(0, 3).padEnd(3, '0')}` : '';
+  const zone = m[4] === undefined ? 'Z' : m[4].toUpperCase() === 'Z' ? 'Z' : m[4].includes(':') ? m[4] : `${m[4].slice(0, 3)}:${m[4].slice(3)}`;
+  const t = new Date(`${m[1]}T${m[2]}${fraction}${zone}`);
+  return Number.isNaN(t.getTime()) ? undefined : t;
+}
+
 function present(value: unknown): boolean {
   return value !== undefined && value !== null;
 }
@@ -90,20 +112,27 @@ export function parseMetadata(text: string, base: string): MetadataDocument {
     throw new InputError(`${where} is not a YAML mapping`);
   }
   const fields = doc as Record<string, unknown>;
-  // Values that are strings by meaning but may be written unquoted: YAML would turn `1877.10` into 1877.1 and an
-  // all-digit commit hash into a float. Their source text is what was meant.
+  // Values that are strings by meaning but may be written unquoted: a YAML 1.1 reader turns `1877.10` into 1877.1,
+  // an all-digit commit hash or md5 into a float, and an md5 like `1234567e12…` into Infinity. Their source text
+  // is what was meant.
   for (const key of ['version', 'build_committish']) {
-    const node = parsedDoc.get(key, true);
-    if (YAML.isScalar(node) && typeof node.value === 'number' && typeof node.source === 'string') fields[key] = node.source;
+    const text = sourceText(parsedDoc.get(key, true));
+    if (text !== undefined) fields[key] = text;
+  }
+  const pathNodes = parsedDoc.get('paths', true);
+  if (YAML.isSeq(pathNodes) && Array.isArray(fields.paths)) {
+    pathNodes.items.forEach((item, i) => {
+      const entry = (fields.paths as unknown[])[i];
+      if (!YAML.isMap(item) || entry === null || typeof entry !== 'object') return;
+      const text = sourceText(item.get('md5sum', true));
+      if (text !== undefined) (entry as Record<string, unknown>).md5sum = text;
+    });
   }
 
-  // Other writers share the prefix (spec §2.1): group documents and the cloud publisher's rewrites.
+  // Group documents share the prefix (spec §2.1): `{version, build_committish, glci_version, manifests}`.
   if (!present(fields.paths) && !present(fields.architecture)) {
     const members = Array.isArray(fields.manifests) ? ` listing ${fields.manifests.length} builds` : '';
     return { kind: 'not-a-build', reason: `group document${members} (no paths, no architecture)` };
-  }
-  for (const key of ['glci_version', 'published_image_metadata']) {
-    if (present(fields[key])) return { kind: 'not-a-build', reason: `rewritten by the cloud publisher (${key} is set)` };
   }
 
   // Only builds must be named like one: group documents are `<group>-<version>-<commit>`.
@@ -128,15 +157,17 @@ export function parseMetadata(text: string, base: string): MetadataDocument {
   const seen = new Set<string>();
   const files: BuildFile[] = m.paths.map((p, i) => {
     const at = `${where}: paths.${i}`;
-    if (p.name.includes('/') || p.name === '.' || p.name === '..') {
-      throw new InputError(`${at}: the file name "${p.name}" is not a plain file name`);
+    // The bash uploader (upload_to_s3.sh) names a file with its directory: exactly `<base>/` is taken off.
+    const fileName = p.name.startsWith(`${base}/`) ? p.name.slice(base.length + 1) : p.name;
+    if (fileName.includes('/') || fileName === '' || fileName === '.' || fileName === '..') {
+      throw new InputError(`${at}: the file name "${p.name}" is not a plain file name (nor <base>/<file name>)`);
     }
-    if (p.s3_key !== prefix + p.name) {
-      throw new InputError(`${at}: the key "${p.s3_key}" is not ${prefix}${p.name}; a build may only name its own files`);
+    if (p.s3_key !== prefix + fileName) {
+      throw new InputError(`${at}: the key "${p.s3_key}" is not ${prefix}${fileName}; a build may only name its own files`);
     }
-    if (seen.has(p.name)) throw new InputError(`${at}: the file "${p.name}" is listed twice`);
-    seen.add(p.name);
-    return { name: p.name, key: p.s3_key, ...(p.md5sum ? { md5: p.md5sum.toLowerCase() } : {}) };
+    if (seen.has(fileName)) throw new InputError(`${at}: the file "${fileName}" is listed twice`);
+    seen.add(fileName);
+    return { name: fileName, key: p.s3_key, ...(p.md5sum ? { md5: p.md5sum.toLowerCase() } : {}) };
   });
 
   const modifiers =
@@ -146,12 +177,7 @@ export function parseMetadata(text: string, base: string): MetadataDocument {
 
   let buildTime: Date | undefined;
   if (m.build_timestamp instanceof Date) buildTime = m.build_timestamp;
-  else if (typeof m.build_timestamp === 'string') {
-    // Older documents: an ISO string, usually without a zone; read it as UTC like the YAML timestamp.
-    const iso = /[zZ]|[+-]\d\d:?\d\d$/.test(m.build_timestamp) ? m.build_timestamp : `${m.build_timestamp}Z`;
-    const t = new Date(iso.replace(' ', 'T'));
-    if (!Number.isNaN(t.getTime())) buildTime = t;
-  }
+  else if (typeof m.build_timestamp === 'string') buildTime = parseTimestamp(m.build_timestamp);
   if (buildTime !== undefined && Number.isNaN(buildTime.getTime())) buildTime = undefined;
 
   return {

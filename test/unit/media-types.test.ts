@@ -16,6 +16,11 @@ const SPEC_TABLE: ReadonlyArray<readonly [suffix: string, mediaType: string]> = 
   ['secureboot.db.der', 'application/io.gardenlinux.cert.secureboot.db.der'],
   ['secureboot.db.auth', 'application/io.gardenlinux.cert.secureboot.db.auth'],
   ['secureboot.db.arn', 'application/io.gardenlinux.cert.secureboot.db.arn'],
+  // Real trustedboot builds (issue 10): the null PK's auth file and the keys' openssl configs.
+  ['secureboot.null.pk.auth', 'application/io.gardenlinux.cert.secureboot.null.pk.auth'],
+  ['secureboot.pk.conf', 'application/io.gardenlinux.cert.secureboot.pk.conf'],
+  ['secureboot.kek.conf', 'application/io.gardenlinux.cert.secureboot.kek.conf'],
+  ['secureboot.db.conf', 'application/io.gardenlinux.cert.secureboot.db.conf'],
   ['secureboot.aws-efivars', 'application/io.gardenlinux.cert.secureboot.aws-efivars'],
   ['firecracker.tar.gz', 'application/io.gardenlinux.image.archive.format.firecracker.tar.gz'],
   ['platform.test.log', 'application/io.gardenlinux.io.platform.test.log'],

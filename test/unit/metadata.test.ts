@@ -259,23 +259,56 @@ describe('parseMetadata: documents that are not builds (spec §2.1)', () => {
     assertNotABuild(doc);
   });
 
-  it('reports a build document rewritten with glci_version as not a build', () => {
-    assertNotABuild(parseMetadata(doc({ extra: ['glci_version: 0.4.2'] }), BASE));
+  it('reads a build document the cloud publisher rewrote (glci_version) like the original (revised spec §2.1)', () => {
+    assert.deepEqual(parseMetadata(doc({ extra: ['glci_version: 0.4.2'] }), BASE), parseMetadata(doc(), BASE));
   });
 
-  it('reports a build document rewritten with published_image_metadata as not a build', () => {
-    const extra = ['published_image_metadata:', '  published_aws_images:', '  - ami_id: ami-0123456789abcdef0', '    aws_region_id: eu-central-1'];
-    assertNotABuild(parseMetadata(doc({ extra }), BASE));
+  it('reads a build document rewritten with published_image_metadata like the original', () => {
+    const extra = ['published_image_metadata:', '  published_aws_images:', '  - ami_id: ami-0123456789abcdef0', '    aws_region_id: eu-central-1', 'individual_published_image_metadata: {}'];
+    assert.deepEqual(parseMetadata(doc({ extra }), BASE), parseMetadata(doc(), BASE));
   });
 
-  it('reports a generated build rewritten by the cloud publisher as not a build', () => {
+  it('reads a generated build rewritten by the cloud publisher like the original', () => {
     const s = sampleBuild({ flavor: 'aws-gardener_prod', arch: 'amd64' });
-    assertNotABuild(parseMetadata(`${s.metadata}glci_version: 0.4.2\npublished_image_metadata: {}\n`, s.base));
+    assert.deepEqual(parseMetadata(`${s.metadata}glci_version: 0.4.2\npublished_image_metadata: {}\n`, s.base), parseMetadata(s.metadata, s.base));
   });
 
   it('treats null glci_version / published_image_metadata as a build', () => {
     const b = asBuild(parseMetadata(doc({ extra: ['glci_version: null', 'published_image_metadata: ~'] }), BASE));
     assert.equal(b.name.base, BASE);
+  });
+});
+
+describe("parseMetadata: the bash uploader's documents (upload_to_s3.sh, release branches; spec §2.1)", () => {
+  it('takes exactly <base>/ off a file name written with its directory', () => {
+    const paths = [pathEntry(`${BASE}/${BASE}.oci`, { key: `${PREFIX}${BASE}.oci`, suffix: '.oci' }), pathEntry(`${BASE}/${BASE}.release`, { key: `${PREFIX}${BASE}.release`, suffix: '.release' })].join('\n');
+    const b = asBuild(parseMetadata(doc({ paths }), BASE));
+    assert.deepEqual(b.files.map((f) => [f.name, f.key]), [
+      [`${BASE}.oci`, `${PREFIX}${BASE}.oci`],
+      [`${BASE}.release`, `${PREFIX}${BASE}.release`],
+    ]);
+  });
+
+  it('takes off nothing else: another directory, or a deeper path, is refused', () => {
+    throwsInput(() => parseMetadata(doc({ paths: pathEntry(`other-dir/${BASE}.oci`, { key: `${PREFIX}${BASE}.oci` }) }), BASE), /not a plain file name/);
+    throwsInput(() => parseMetadata(doc({ paths: pathEntry(`${BASE}/sub/${BASE}.oci`, { key: `${PREFIX}${BASE}.oci` }) }), BASE), /not a plain file name/);
+    throwsInput(() => parseMetadata(doc({ paths: pathEntry(`${BASE}/`, { key: PREFIX }) }), BASE), /not a plain file name/);
+  });
+
+  it('reads its build_timestamp, an ISO string with a comma and nanoseconds, to the millisecond', () => {
+    assert.equal(asBuild(parseMetadata(doc({ timestamp: '2026-12-02T02:01:07,123456789+00:00' }), BASE)).buildTime?.toISOString(), '2026-12-02T02:01:07.123Z');
+    assert.equal(asBuild(parseMetadata(doc({ timestamp: "'2026-12-02T02:01:07,000000000+01:00'" }), BASE)).buildTime?.toISOString(), '2026-12-02T01:01:07.000Z');
+  });
+});
+
+describe('parseMetadata: values a YAML 1.1 reader takes for numbers', () => {
+  it('takes md5sum from its source text: an md5 read as a float (Infinity) or as a huge integer', () => {
+    const paths = [
+      pathEntry(`${BASE}.oci`, { md5: '11988568201e48790915010587776724' }),
+      pathEntry(`${BASE}.release`, { md5: '13225259095126792579184336680324' }),
+    ].join('\n');
+    const b = asBuild(parseMetadata(doc({ paths }), BASE));
+    assert.deepEqual(b.files.map((f) => f.md5), ['11988568201e48790915010587776724', '13225259095126792579184336680324']);
   });
 });
 
