@@ -4,8 +4,10 @@
  *
  * - Container entries first (no `cname` annotation, os `linux`), one per os/architecture: the newest build's
  *   record wins; container entries of architectures no record covers are kept.
- * - Then one Garden Linux entry per recorded build, grouped by flavor-arch, newest build first; entries whose
- *   `cname` no record has (written by another tool) follow in their original order.
+ * - Then the Garden Linux entries, one per build, grouped by flavor-arch, newest build first — whoever wrote them
+ *   (consumers take the first match). An entry no record has (another tool wrote it) is placed by its build time
+ *   when that is known (from its build's metadata document, found by the caller); when it is not, it keeps its
+ *   place ahead of the entries it was ahead of. Entries whose `cname` is not a base name follow, in their order.
  * - Every other entry of the current index is kept, at the end, in its original order.
  * - Left out, wherever they came from: the entries of builds retracted on purpose, and entries whose manifest is
  *   gone from the registry (an operator deleted it): an index must never name a manifest that does not exist.
@@ -38,6 +40,12 @@ export interface Exclusions {
   gone?: ReadonlySet<string>;
 }
 
+/** What the render takes besides the records and the current index. */
+export interface RenderOptions extends Exclusions {
+  /** build times (ISO 8601) of entries no record has, by cname, where the caller found them */
+  buildTimes?: ReadonlyMap<string, string>;
+}
+
 export interface RenderedIndex {
   index: ImageIndex;
   bytes: Buffer;
@@ -59,7 +67,7 @@ function isContainerEntry(entry: Descriptor): boolean {
 }
 
 /** Positive when `a` is the newer build. Build time first; the base name breaks ties so the order is total. */
-export function compareBuilds(a: IndexRecord, b: IndexRecord): number {
+export function compareBuilds(a: Pick<IndexRecord, 'base' | 'buildTime'>, b: Pick<IndexRecord, 'base' | 'buildTime'>): number {
   const ta = Date.parse(a.buildTime);
   const tb = Date.parse(b.buildTime);
   if (ta !== tb) return ta - tb;
@@ -123,10 +131,40 @@ export function containerTags(records: readonly IndexRecord[], version: string, 
   return tags.sort((a, b) => compareStrings(a.tag, b.tag));
 }
 
-export function renderVersionIndex(allRecords: readonly IndexRecord[], current: ImageIndex | undefined, exclusions: Exclusions = {}): RenderedIndex | undefined {
+/** The flavor-arch of a cname, or undefined when it is not a base name. */
+function flavorArchOf(cname: string): string | undefined {
+  try {
+    const n = parseBaseName(cname);
+    return `${n.flavor}-${n.arch}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The Garden Linux entries of one flavor-arch, newest first. Entries of unknown build time (another tool's, with
+ * no metadata document found) keep their place ahead of the entries they were ahead of in the current index.
+ */
+function orderGroup(
+  timed: ReadonlyArray<{ entry: Descriptor; base: string; buildTime: string }>,
+  untimed: readonly Descriptor[],
+  currentOrder: ReadonlyMap<Descriptor, number>,
+  positionOf: (entry: Descriptor) => number | undefined,
+): Descriptor[] {
+  const out = [...timed].sort((a, b) => compareBuilds(b, a)).map((t) => t.entry);
+  for (const f of untimed) {
+    const at = currentOrder.get(f) ?? Infinity;
+    // Ahead of the first entry (in the new order) that it was ahead of before.
+    const i = out.findIndex((e) => (positionOf(e) ?? -Infinity) > at);
+    out.splice(i === -1 ? out.length : i, 0, f);
+  }
+  return out;
+}
+
+export function renderVersionIndex(allRecords: readonly IndexRecord[], current: ImageIndex | undefined, options: RenderOptions = {}): RenderedIndex | undefined {
   if (allRecords.length === 0 && current === undefined) return undefined;
-  const excluded = excluder(exclusions);
-  const records = effectiveRecords(allRecords, exclusions);
+  const excluded = excluder(options);
+  const records = effectiveRecords(allRecords, options);
 
   const containers = containerWinners(records);
   const recorded = new Set(records.filter((r) => r.gardenlinux !== undefined).map((r) => r.base));
@@ -154,16 +192,44 @@ export function renderVersionIndex(allRecords: readonly IndexRecord[], current: 
       compareStrings(a.platform?.architecture ?? '', b.platform?.architecture ?? '') ||
       compareStrings(a.platform?.variant ?? '', b.platform?.variant ?? ''),
   );
-  const gardenlinuxSection = records
-    .filter((r) => r.gardenlinux !== undefined)
-    .sort((a, b) => compareStrings(a.flavorArch, b.flavorArch) || compareBuilds(b, a))
-    .map((r) => r.gardenlinux as Descriptor);
+  // Where each Garden Linux entry stood in the current index, by cname: the place of entries of unknown time.
+  const position = new Map<string, number>();
+  (current?.manifests ?? []).forEach((m, i) => {
+    const c = cnameOf(m);
+    if (c !== undefined && !position.has(c)) position.set(c, i);
+  });
+  const positionOf = (e: Descriptor): number | undefined => position.get(cnameOf(e) ?? '');
+  const groups = new Map<string, { timed: Array<{ entry: Descriptor; base: string; buildTime: string }>; untimed: Descriptor[] }>();
+  const groupOf = (key: string) => {
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { timed: [], untimed: [] }));
+    return g;
+  };
+  for (const r of records) if (r.gardenlinux) groupOf(r.flavorArch).timed.push({ entry: r.gardenlinux, base: r.base, buildTime: r.buildTime });
+  const unnamed: Descriptor[] = [];
+  for (const entry of foreignGardenlinux) {
+    const cname = cnameOf(entry) as string;
+    const key = flavorArchOf(cname);
+    if (key === undefined) unnamed.push(entry);
+    else {
+      const time = options.buildTimes?.get(cname);
+      if (time !== undefined && !Number.isNaN(Date.parse(time))) groupOf(key).timed.push({ entry, base: cname, buildTime: time });
+      else groupOf(key).untimed.push(entry);
+    }
+  }
+  const currentOrder = new Map((current?.manifests ?? []).map((m, i) => [m, i] as const));
+  const gardenlinuxSection = [...groups.keys()]
+    .sort(compareStrings)
+    .flatMap((key) => {
+      const g = groups.get(key) as { timed: Array<{ entry: Descriptor; base: string; buildTime: string }>; untimed: Descriptor[] };
+      return orderGroup(g.timed, g.untimed, currentOrder, positionOf);
+    });
 
   const { schemaVersion: _v, mediaType: _m, manifests: _e, ...otherFields } = current ?? { schemaVersion: 2, manifests: [] };
   const index: ImageIndex = {
     schemaVersion: 2,
     mediaType: OCI_INDEX,
-    manifests: [...containerSection, ...gardenlinuxSection, ...foreignGardenlinux, ...foreignOther],
+    manifests: [...containerSection, ...gardenlinuxSection, ...unnamed, ...foreignOther],
     ...otherFields,
   };
   const bytes = Buffer.from(JSON.stringify(index));

@@ -24,7 +24,7 @@
  * (MANIFEST_BLOB_UNKNOWN), and on `reindex` always, every entry is checked and the missing ones are dropped
  * with a warning naming them.
  */
-import { containerTags, renderVersionIndex, sameIndex, samePlace, type Exclusions, type IndexRecord, type RenderedIndex } from '../gardenlinux/version-index';
+import { containerTags, renderVersionIndex, sameIndex, samePlace, type IndexRecord, type RenderedIndex, type RenderOptions } from '../gardenlinux/version-index';
 import { IndexSchema, parseJson, type ImageIndex } from '../oci/descriptor';
 import { INDEX_TYPES, OCI_INDEX } from '../oci/media-types';
 import { RegistryError } from '../registry/errors';
@@ -77,6 +77,8 @@ export interface ConvergeOptions {
    * others wrote after it and placed the build right, it may stop; it keeps the tag of that platform.
    */
   own?: { base: string; platform?: { architecture: string; os: string } };
+  /** the build time (ISO 8601) of a build another tool put in the index, from its metadata document, if any */
+  buildTimeOf?: (cname: string) => Promise<string | undefined>;
 }
 
 /** Time the first round (list, read, render, write) may need: it starts only when this much is left. */
@@ -116,6 +118,8 @@ function namesMissingManifest(err: unknown): boolean {
 interface Round {
   records: IndexRecord[];
   retracted: Retraction[];
+  /** build times of another tool's entries, where their metadata documents said */
+  buildTimes: ReadonlyMap<string, string>;
 }
 
 export async function convergeVersion(o: ConvergeOptions): Promise<{ update: IndexUpdate; records: IndexRecord[] }> {
@@ -130,6 +134,7 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
     return cache.get(id);
   };
   const gone = new Set<string>();
+  const foreignTimes = new Map<string, string | undefined>();
   let snapshot = o.known;
   let checked = !o.checkEntries;
   let changed = false;
@@ -141,11 +146,13 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
     if (round === 1) o.deadline.ensure(`the version index ${where}`, ROUND_MS);
     const listing = await o.state.listVersion(o.target.id, o.version);
     const entries = (await mapLimit(listing, 16, read)).filter((e): e is VersionEntry => e !== undefined);
-    const state: Round = {
-      records: entries.flatMap((e) => (e.kind === 'record' ? [e.record] : [])),
-      retracted: entries.flatMap((e) => (e.kind === 'retraction' ? [e.retraction] : [])),
-    };
+    const records = entries.flatMap((e) => (e.kind === 'record' ? [e.record] : []));
     snapshot = await currentIndex(o.target, o.version, snapshot);
+    const state: Round = {
+      records,
+      retracted: entries.flatMap((e) => (e.kind === 'retraction' ? [e.retraction] : [])),
+      buildTimes: await foreignBuildTimes(o, records, snapshot?.index, foreignTimes),
+    };
     if (!checked) {
       await checkEntries(o, state, snapshot, gone);
       checked = true;
@@ -184,8 +191,23 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
   }
 }
 
-function exclusions(state: Round, gone: ReadonlySet<string>): Exclusions {
-  return { retracted: state.retracted, gone };
+function exclusions(state: Round, gone: ReadonlySet<string>): RenderOptions {
+  return { retracted: state.retracted, gone, buildTimes: state.buildTimes };
+}
+
+/**
+ * The build times of the Garden Linux entries another tool wrote (no record has their cname), from their builds'
+ * metadata documents, each asked for once per convergence.
+ */
+async function foreignBuildTimes(o: ConvergeOptions, records: readonly IndexRecord[], index: ImageIndex | undefined, known: Map<string, string | undefined>): Promise<Map<string, string>> {
+  const recorded = new Set(records.map((r) => r.base));
+  const unknown = [...new Set((index?.manifests ?? []).flatMap((m) => (m.annotations?.cname ? [m.annotations.cname] : [])))].filter((c) => !recorded.has(c) && !known.has(c));
+  const lookup = o.buildTimeOf;
+  if (lookup !== undefined) {
+    const times = await mapLimit(unknown, 8, (c) => lookup(c).catch(() => undefined));
+    unknown.forEach((c, i) => known.set(c, times[i]));
+  }
+  return new Map([...known].flatMap(([c, t]) => (t === undefined ? [] : [[c, t] as const])));
 }
 
 /**
@@ -325,7 +347,7 @@ async function writeRound(
  * one platform's records, and fewer writers of a tag means fewer rewrites of the same manifest, which
  * distribution's storage does not do atomically.
  */
-function tagsToKeep(o: ConvergeOptions, state: Round, ex: Exclusions): ReturnType<typeof containerTags> {
+function tagsToKeep(o: ConvergeOptions, state: Round, ex: RenderOptions): ReturnType<typeof containerTags> {
   const all = containerTags(state.records, o.version, ex);
   if (o.own === undefined) return all;
   // The platform is the writer's own, not looked up in the listing: a build retracted meanwhile keeps its duty to

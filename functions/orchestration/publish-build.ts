@@ -11,11 +11,12 @@
 import { buildArtifactManifest, type ArtifactLayer } from '../gardenlinux/artifact-manifest';
 import { mediaTypeForFile, PXE_BUNDLE_SUFFIX, UNKNOWN_MEDIA_TYPE } from '../gardenlinux/media-types';
 import { MAX_METADATA_BYTES, parseMetadata, type BuildMetadata } from '../gardenlinux/metadata';
-import { artifactManifestTag, baseFromMetadataKey, containerTag, flavorArch, objectsPrefix } from '../gardenlinux/naming';
+import { artifactManifestTag, baseFromMetadataKey, containerTag, flavorArch, metadataKey, objectsPrefix } from '../gardenlinux/naming';
 import type { IndexRecord } from '../gardenlinux/version-index';
 import { EMPTY_JSON } from '../oci/digest';
 import type { Descriptor } from '../oci/descriptor';
 import { MAX_MANIFEST_BYTES, OCI_MANIFEST } from '../oci/media-types';
+import type { ObjectStore } from '../storage/object-store';
 import type { Target } from '../target/target';
 import { InputError, IntegrityError, SourceError } from '../util/errors';
 import { mapLimit } from '../util/limiter';
@@ -216,7 +217,16 @@ async function publishFiles(
     const known = indexesBefore[i];
     const platform = containerEntry && t.id === imageTarget.id ? containerEntry.platform : undefined;
     const own = { base, ...(platform ? { platform } : {}) };
-    const { update } = await convergeVersion({ state: ctx.state, target: t, version, logger: log, deadline: ctx.deadline, own, ...(known ? { known } : {}) });
+    const { update } = await convergeVersion({
+      state: ctx.state,
+      target: t,
+      version,
+      logger: log,
+      deadline: ctx.deadline,
+      own,
+      buildTimeOf: metadataBuildTime(ctx.source),
+      ...(known ? { known } : {}),
+    });
     result.indexes.push(update);
     if (containerEntry && t.id === imageTarget.id) {
       const tag = containerTag(build.name);
@@ -261,6 +271,23 @@ function checkManifestSize(build: BuildMetadata, files: readonly SourceFile[]): 
 
 function buildTime(build: BuildMetadata, lastModified: Date | undefined): string {
   return (build.buildTime ?? lastModified ?? new Date()).toISOString();
+}
+
+/**
+ * The build time of a build named in a version index without a record (another tool published it), from its
+ * metadata document in `source` as a record would have it; undefined when there is no readable build document.
+ */
+export function metadataBuildTime(source: ObjectStore): (cname: string) => Promise<string | undefined> {
+  return async (cname) => {
+    const doc = await source.get(metadataKey(cname), { maxBytes: MAX_METADATA_BYTES });
+    if (!doc) return undefined;
+    try {
+      const parsed = parseMetadata(doc.bytes.toString('utf8'), cname);
+      return parsed.kind === 'build' ? buildTime(parsed.build, doc.info.lastModified) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
 }
 
 async function putIfDifferent(target: Target, bytes: Buffer, digest: string, mediaType: string, reference: string, stats: TransferStats): Promise<void> {

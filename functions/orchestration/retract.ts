@@ -13,7 +13,7 @@
 import { parseBaseName } from '../gardenlinux/naming';
 import type { StateStore } from '../storage/state-store';
 import type { Target } from '../target/target';
-import { systemClock, type Clock } from '../util/clock';
+import type { Clock } from '../util/clock';
 import type { Deadline } from '../util/deadline';
 import { InputError } from '../util/errors';
 import type { Logger } from '../util/log';
@@ -34,7 +34,7 @@ export async function retractBuild(
   base: string,
   logger: Logger,
   deadline: Deadline,
-  clock: Clock = systemClock,
+  options: { clock?: Clock; buildTimeOf?: (cname: string) => Promise<string | undefined> } = {},
 ): Promise<RetractResult> {
   const { version } = parseBaseName(base);
   const main = targets[0] as Target;
@@ -55,7 +55,7 @@ export async function retractBuild(
       result.repositories.push(target.display);
     }
     logger.info('build retracted', { base, repository: target.display, version, digests });
-    result.indexes.push((await convergeVersion({ state, target, version, logger, deadline, clock })).update);
+    result.indexes.push((await convergeVersion({ state, target, version, logger, deadline, ...options })).update);
   }
   return result;
 }

@@ -2,7 +2,7 @@
 import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
 import { convergeVersion, type IndexUpdate } from '../orchestration/converge';
-import { publishBuild, type BuildResult } from '../orchestration/publish-build';
+import { metadataBuildTime, publishBuild, type BuildResult } from '../orchestration/publish-build';
 import { retractBuild, type RetractResult } from '../orchestration/retract';
 import { StateStore } from '../storage/state-store';
 import type { Target, TargetSet } from '../target/target';
@@ -75,6 +75,11 @@ function indexTargets(rt: Runtime, deadline: Deadline): TargetSet {
   return rt.targets.forJob({ signal: deadline.finalSignal, timeLeft: () => deadline.finalLeft() });
 }
 
+/** Where reindex and retract find the build time of another tool's entries: the build bucket the payload names. */
+function buildTimesFrom(rt: Runtime, bucket: string | undefined): { buildTimeOf?: (cname: string) => Promise<string | undefined> } {
+  return bucket === undefined ? {} : { buildTimeOf: metadataBuildTime(rt.storeFor(bucket)) };
+}
+
 /** A job is not started with less time than this left. */
 const MIN_JOB_MS = 5_000;
 
@@ -137,7 +142,7 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
           const listed = await state.listVersion(target.id, job.version);
           if (listed.length === 0 && target !== targets.main) continue;
           // By hand after an incident: every entry is checked to exist, so a deleted manifest leaves the index.
-          indexes.push((await convergeVersion({ state, target, version: job.version, logger, deadline, checkEntries: true })).update);
+          indexes.push((await convergeVersion({ state, target, version: job.version, logger, deadline, checkEntries: true, ...buildTimesFrom(rt, job.bucket) })).update);
         }
         return done({ ...where, outcome: indexes.some((i) => i.changed) ? 'published' : 'unchanged', indexes });
       }
@@ -152,7 +157,7 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
       case 'retract': {
         Object.assign(where, { base: job.base, ...(job.bucket ? { bucket: job.bucket } : {}) });
         const state = stateFor(rt, job.bucket === undefined ? undefined : allowed(rt, job.bucket));
-        const r = await retractBuild(state, allTargets(indexTargets(rt, deadline), rt), job.base, logger, deadline);
+        const r = await retractBuild(state, allTargets(indexTargets(rt, deadline), rt), job.base, logger, deadline, buildTimesFrom(rt, job.bucket));
         return done({
           ...where,
           version: r.version,

@@ -199,7 +199,7 @@ describe('convergence of one version index under bursts of writers (simulated)',
     const zDone = publish(z, slowTag);
     const retracted = (async () => {
       await clock.sleep(500);
-      return retractBuild(state, [quick], z.name.base, silent, Deadline.none(), clock);
+      return retractBuild(state, [quick], z.name.base, silent, Deadline.none(), { clock });
     })();
     const [rz, rr] = await clock.run(Promise.all([zDone, retracted]));
     assert.ok(rz.update.rounds >= 2 && rr.indexes.length === 1);

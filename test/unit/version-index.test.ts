@@ -227,13 +227,38 @@ describe('renderVersionIndex: merging with the current index', () => {
     assert.equal(r.index.manifests.length, 3);
   });
 
-  it('keeps Garden Linux entries with an unknown cname, after the recorded ones, in their original order', () => {
+  it("keeps another tool's Garden Linux entries, each in its flavor-arch group (issue 10)", () => {
     const foreignB = glEntry('kvm-arm64-1877.3-99999999', 'arm64', d('b'));
     const foreignA = glEntry('azure-amd64-1877.3-99999999', 'amd64', d('a'));
-    const current: ImageIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [foreignB, foreignA] };
+    const unnamed = glEntry('not a base name', 'amd64', d('c'));
+    const current: ImageIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [foreignB, unnamed, foreignA] };
     const r = render([glRecord('metal', 'amd64', '11111111', T1, '1'), glRecord('aws', 'arm64', '11111111', T1, '2')], current);
-    assert.deepEqual(r.index.manifests.slice(2), [foreignB, foreignA]);
-    assert.deepEqual(new Set(digests(r).slice(0, 2)), new Set([d('1'), d('2')]));
+    // aws-arm64, azure-amd64, kvm-arm64, metal-amd64; then an entry whose cname is not a base name.
+    assert.deepEqual(digests(r), [d('2'), d('a'), d('b'), d('1'), d('c')]);
+  });
+
+  it("orders a flavor-arch by build time across the records and another tool's entries whose build time is known", () => {
+    const older = glRecord('aws', 'amd64', '11111111', '2026-02-10T10:00:00Z', '1');
+    const newer = glRecord('aws', 'amd64', '22222222', '2026-02-10T12:00:00Z', '2');
+    const foreign = glEntry('aws-amd64-1877.3-33333333', 'amd64', d('3'));
+    const current: ImageIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [foreign] };
+    const at = (t: string) => renderVersionIndex([older, newer], current, { buildTimes: new Map([[foreign.annotations?.cname as string, t]]) }) as RenderedIndex;
+    assert.deepEqual(digests(at('2026-02-10T13:00:00Z')), [d('3'), d('2'), d('1')], 'newer than both: first (consumers take it)');
+    assert.deepEqual(digests(at('2026-02-10T11:00:00Z')), [d('2'), d('3'), d('1')], 'between them');
+    assert.deepEqual(digests(at('2026-02-10T09:00:00Z')), [d('2'), d('1'), d('3')], 'older than both: last');
+  });
+
+  it("keeps another tool's entry of unknown build time ahead of the entries it was ahead of", () => {
+    const r1 = glRecord('aws', 'amd64', '11111111', '2026-02-10T10:00:00Z', '1');
+    const r2 = glRecord('aws', 'amd64', '22222222', '2026-02-10T12:00:00Z', '2');
+    const f = glEntry('aws-amd64-1877.3-33333333', 'amd64', d('3'));
+    const g = glEntry('aws-amd64-1877.3-44444444', 'amd64', d('4'));
+    // Today: f, r1, g. r2 is new: the newest of the records.
+    const current: ImageIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [f, r1.gardenlinux as Descriptor, g] };
+    assert.deepEqual(digests(render([r1, r2], current)), [d('2'), d('3'), d('1'), d('4')]);
+    // Rendering that again changes nothing.
+    const again = render([r1, r2], render([r1, r2], current).index);
+    assert.deepEqual(digests(again), [d('2'), d('3'), d('1'), d('4')]);
   });
 
   it('keeps other entries (attestations, entries without platform) at the end in their original order', () => {
@@ -256,7 +281,8 @@ describe('renderVersionIndex: merging with the current index', () => {
     const foreign = { ...glEntry('kvm-amd64-1877.3-99999999', 'amd64', d('9')), artifactType: 'application/vnd.gardenlinux', data: 'e30=' };
     const current: ImageIndex = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [foreign] };
     const r = render([glRecord('metal', 'amd64', '11111111', T1, '1')], current);
-    assert.deepEqual(r.index.manifests[1], foreign);
+    // kvm-amd64 before metal-amd64: the groups are in flavor-arch order.
+    assert.deepEqual(r.index.manifests[0], foreign);
     assert.match(r.bytes.toString('utf8'), /"artifactType":"application\/vnd.gardenlinux","data":"e30="/);
   });
 
