@@ -3,10 +3,14 @@
  * `org.opencontainers.image.ref.name` annotations in `index.json`. Sub-repositories are layouts in
  * sub-directories. Writes are atomic (temporary file, then rename) and `index.json` updates are serialised, in
  * the process and across processes (a lock file), so concurrent publications do not lose tags.
+ *
+ * Temporary files live in `.uploads/` beside `blobs/`, never in `blobs/sha256/` (where a reader takes every file
+ * for a blob). Each is named after the process writing it; what a process that is gone left behind (a crash, a
+ * kill, also in `blobs/sha256/` from earlier versions) is removed when the layout is next opened.
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { link, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -22,8 +26,22 @@ import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } fro
 
 const LOCK_STALE_MS = 60_000;
 
+const UPLOADS = '.uploads';
+/** Names of temporary files: in `.uploads/`, and (from earlier versions) `<name>.tmp-<pid>-<random>` anywhere. */
+const TEMPORARY = /^(?:(\d+)-[0-9a-f]+|.*\.tmp-(\d+)-[0-9a-f]+)$/;
+
 function tmpName(path: string): string {
   return `${path}.tmp-${process.pid}-${Math.random().toString(16).slice(2)}`;
+}
+
+/** Whether the process with this id still runs on this machine (EPERM: it does, as another user). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export class OciLayoutTarget implements Target {
@@ -50,14 +68,36 @@ export class OciLayoutTarget implements Target {
   private init(): Promise<void> {
     this.ready ??= (async () => {
       await mkdir(join(this.dir, 'blobs', 'sha256'), { recursive: true });
+      await mkdir(join(this.dir, UPLOADS), { recursive: true });
       await writeFile(join(this.dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}', { flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err;
       });
+      await this.removeLeftovers();
     })();
     return this.ready;
   }
 
+  /** A temporary file in `.uploads/`, named after this process. */
+  private tmp(): string {
+    return join(this.dir, UPLOADS, `${process.pid}-${Math.random().toString(16).slice(2)}`);
+  }
+
+  /** Removes the temporary files of processes that are gone: partial uploads can be gigabytes. */
+  private async removeLeftovers(): Promise<void> {
+    for (const where of [join(this.dir, UPLOADS), join(this.dir, 'blobs', 'sha256'), this.dir]) {
+      const names = await readdir(where).catch(() => [] as string[]);
+      for (const name of names) {
+        const m = TEMPORARY.exec(name);
+        const pid = Number(m?.[1] ?? m?.[2]);
+        if (!m || (where !== join(this.dir, UPLOADS) && m[2] === undefined) || running(pid)) continue;
+        await rm(join(where, name), { force: true });
+        this.logger.info('removed a temporary file an interrupted run left in the OCI layout', { file: join(where, name) });
+      }
+    }
+  }
+
   async hasBlob(digest: string): Promise<boolean> {
+    await this.init();
     try {
       return (await stat(this.blobPath(digest))).isFile();
     } catch {
@@ -68,7 +108,7 @@ export class OciLayoutTarget implements Target {
   async pushBlob(blob: BlobSource): Promise<UploadResult> {
     await this.init();
     for (let attempt = 1; ; attempt++) {
-      const tmp = tmpName(join(this.dir, 'blobs', 'sha256', 'upload'));
+      const tmp = this.tmp();
       try {
         const tap = new HashingTap(expectedOf(blob), { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) });
         await pipeline(await blob.open(), tap, createWriteStream(tmp));
@@ -96,6 +136,7 @@ export class OciLayoutTarget implements Target {
   }
 
   private async find(reference: string): Promise<Descriptor | undefined> {
+    await this.init();
     if (isDigest(reference)) {
       if (!(await this.hasBlob(reference))) return undefined;
       const known = (await this.readIndex()).manifests.find((m) => m.digest === reference);
@@ -129,7 +170,7 @@ export class OciLayoutTarget implements Target {
     if (isDigest(reference) && reference !== digest) throw new IntegrityError(`manifest bytes have digest ${digest}, not ${reference}`);
     if (INDEX_TYPES.includes(mediaType)) await this.checkChildren(bytes, reference);
     if (!(await this.hasBlob(digest))) {
-      const tmp = tmpName(this.blobPath(digest));
+      const tmp = this.tmp();
       await writeFile(tmp, bytes);
       await rename(tmp, this.blobPath(digest));
     }
@@ -158,7 +199,7 @@ export class OciLayoutTarget implements Target {
     const others = index.manifests.filter((m) => m.annotations?.[REF_NAME] !== name);
     index.manifests = [...others, { ...desc, annotations: { [REF_NAME]: name } }];
     const path = join(this.dir, 'index.json');
-    const tmp = tmpName(path);
+    const tmp = this.tmp();
     await writeFile(tmp, JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, ...index, manifests: index.manifests }));
     await rename(tmp, path);
   }

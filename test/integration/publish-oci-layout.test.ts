@@ -1,6 +1,8 @@
 /** The `oci-layout:` target passes the same publication, checked with skopeo's `oci:` transport. */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -79,5 +81,33 @@ describe('publishing to a local OCI image layout', () => {
       assert.equal(j.bytesUploaded, 0);
       assert.equal(j.manifest?.digest, first.find((x) => x.base === j.base)?.manifest?.digest);
     }
+  });
+
+  it('keeps temporary files out of blobs/sha256, and removes what an interrupted run left there', async () => {
+    // A process that has ended: its id is free, as a crashed publisher's would be.
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']);
+    const deadPid = Number(gone.stdout.toString());
+    const blobs = join(layout, 'blobs', 'sha256');
+    const leftovers = [join(blobs, `upload.tmp-${deadPid}-a1b2c3`), join(layout, '.uploads', `${deadPid}-d4e5f6`), join(layout, `index.json.tmp-${deadPid}-0f0f`)];
+    const ours = join(layout, '.uploads', `${process.pid}-beef`); // a live process's upload in progress
+    for (const f of [...leftovers, ours]) await writeFile(f, Buffer.alloc(1024, 1));
+    const again = await publishAll();
+    assert.deepEqual(again.map((j) => j.outcome), ['unchanged', 'unchanged', 'unchanged', 'unchanged']);
+    for (const f of leftovers) assert.equal(existsSync(f), false, `${f} was removed`);
+    assert.equal(existsSync(ours), true, "a running process's temporary file is left alone");
+    await rm(ours);
+    // Every file under blobs/sha256 is a blob named by its digest.
+    for (const name of await readdir(blobs)) {
+      assert.match(name, /^[0-9a-f]{64}$/);
+      assert.equal(sha256(await readFile(join(blobs, name))), `sha256:${name}`);
+    }
+    // A publication that writes new blobs leaves nothing behind either.
+    const more = sampleBuild({ flavor: 'kvm-gardener_prod', arch: 'amd64', imageSize: 5 * 1024 * 1024 });
+    await uploadBuild(s3.client, BUCKET, more);
+    const [job] = ((await createHandler({ env: { ...s3.env, REGISTRY: `oci-layout:${layout}` }, logSink: () => undefined })(s3Event(BUCKET, `meta/singles/${more.base}`))) as HandlerResult).jobs;
+    assert.equal(job?.outcome, 'published');
+    assert.deepEqual(await readdir(join(layout, '.uploads')), []);
+    assert.ok((await readdir(blobs)).every((n) => /^[0-9a-f]{64}$/.test(n)));
+    await clients.skopeo(['inspect', '--raw', `oci:${layout}:1877.3`]);
   });
 });
