@@ -1,11 +1,11 @@
 /**
  * `gl-oci-publish`: the Lambda's code outside Lambda. Configuration comes from the same environment variables;
  * options override them. Log lines go to stderr, the job summaries (JSON) to stdout; the exit code is 1 when a
- * job failed.
+ * job failed, 2 when the command line was wrong.
  */
 import { readFile } from 'node:fs/promises';
-import { Command, Option } from 'commander';
-import { metadataKey } from '../gardenlinux/naming';
+import { Command, CommanderError, Option } from 'commander';
+import { isBaseName, metadataKey } from '../gardenlinux/naming';
 import { describeError } from '../util/errors';
 import { createHandler, JobsFailedError } from './handler';
 
@@ -63,7 +63,10 @@ function source(options: { bucket?: string; dir?: string }): { bucket: string; d
 }
 
 export function buildProgram(): Command {
+  // Usage errors are thrown, not exited with 1 (the status of a failed job): main() exits 2. Set before the
+  // subcommands are added, which take it over.
   const program = new Command('gl-oci-publish')
+    .exitOverride()
     .description(
       'Publish Garden Linux builds to an OCI registry: the container image, the Garden Linux artifact manifest and ' +
         'the version index. The same code as the Lambda; every option falls back to its environment variable.',
@@ -98,6 +101,10 @@ Examples:
     .option('-d, --dir <path>', 'read the build from a local directory laid out like the bucket')
     .action(async (build: string, options: { bucket?: string; dir?: string }) => {
       const s = source(options);
+      // A typo (a path, a missing part) would look up a key that is no build and end `skipped`: refused instead.
+      if (!build.startsWith('meta/singles/') && !isBaseName(build)) {
+        throw new Error(`"${build}" is not a base name such as container-amd64-1877.3-75df9f40 (<flavor>-<arch>-<version>-<commit>), nor a metadata key meta/singles/<base>`);
+      }
       const key = build.startsWith('meta/singles/') ? build : metadataKey(build);
       await run(program.opts<Globals>(), { action: 'publish', bucket: s.bucket, key }, s.dir);
     });
@@ -159,10 +166,18 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/**
+ * Exit status: 0 done, 1 a job failed, 2 the command line was wrong (commander's own usage errors included; it has
+ * printed them already). Help and version exit 0.
+ */
 export async function main(argv: string[] = process.argv): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
     process.stderr.write(`gl-oci-publish: ${describeError(err)}\n`);
     process.exitCode = 2;
   }

@@ -1,9 +1,13 @@
-/** A local directory laid out like the bucket (`objects/<base>/…`, `meta/singles/<base>`): the CLI's source. */
+/**
+ * A local directory laid out like the bucket (`objects/<base>/…`, `meta/singles/<base>`): the CLI's source. A
+ * symbolic link to a regular file inside the directory is that file (a folder of artifacts linked from a build
+ * output); a link that leads out of the directory is refused.
+ */
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
-import { SourceError } from '../util/errors';
+import { InputError, SourceError } from '../util/errors';
 import type { ObjectData, ObjectInfo, ObjectStore, OpenOptions } from './object-store';
 
 function etagOf(size: number, mtimeMs: number, ino: number): string {
@@ -27,14 +31,25 @@ export class DirectoryStore implements ObjectStore {
     return p;
   }
 
+  private realRoot: Promise<string> | undefined;
+
   private async info(key: string): Promise<ObjectInfo | undefined> {
+    const path = this.path(key);
     try {
-      const s = await stat(this.path(key));
+      if ((await lstat(path)).isSymbolicLink()) {
+        const target = await realpath(path);
+        const root = await (this.realRoot ??= realpath(this.root));
+        if (target !== root && !target.startsWith(root + sep)) {
+          throw new InputError(`${path} is a symbolic link to ${target}, outside ${this.root}: refused`);
+        }
+      }
+      const s = await stat(path);
       if (!s.isFile()) return undefined;
       return { key, size: s.size, etag: etagOf(s.size, s.mtimeMs, s.ino), lastModified: s.mtime };
     } catch (err) {
+      if (err instanceof InputError) throw err;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new SourceError(`reading ${this.path(key)}: ${(err as Error).message}`, { cause: err });
+      throw new SourceError(`reading ${path}: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -54,7 +69,7 @@ export class DirectoryStore implements ObjectStore {
       for (const e of entries) {
         const full = join(dir, e.name);
         if (e.isDirectory()) await walk(full);
-        else if (e.isFile() && !e.name.includes('.tmp-')) {
+        else if ((e.isFile() || e.isSymbolicLink()) && !e.name.includes('.tmp-')) {
           const key = relative(this.root, full).split(sep).join('/');
           if (!key.startsWith(prefix)) continue;
           const info = await this.info(key);

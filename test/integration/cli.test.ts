@@ -1,7 +1,7 @@
 /** The CLI runs the handler's code on a local directory laid out like the bucket. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -132,7 +132,56 @@ describe('gl-oci-publish (CLI)', () => {
     assert.match(badRegistry.stderr, /REGISTRY "ftp:\/\/example.com\/x" has the scheme ftp/);
 
     const notABuild = await cli(['-r', `oci-layout:${layout}`, 'publish', 'not-a-base-name', '--dir', bucketDir]);
-    assert.equal(notABuild.code, 1);
-    assert.match(notABuild.stdout + notABuild.stderr, /does not exist/);
+    assert.equal(notABuild.code, 2, 'a base that is not a base is a usage error');
+    assert.match(notABuild.stderr, /"not-a-base-name" is not a base name/);
+    assert.equal(notABuild.stdout, '', 'no job ran');
+  });
+
+  it('exits 2 for every usage error, commander\'s own included, and 0 for help (issue 10)', async () => {
+    // A typo: a path where the base name goes. Before, this looked up meta/singles/./… and ended `skipped`, exit 0.
+    const typo = await cli(['-r', `oci-layout:${layout}`, 'publish', `./${builds[0]?.base}`, '--dir', bucketDir]);
+    assert.equal(typo.code, 2, typo.stdout + typo.stderr);
+    assert.match(typo.stderr, /is not a base name/);
+    const unknownOption = await cli(['-r', `oci-layout:${layout}`, 'publish', builds[0]?.base ?? '', '--bukket', 'x']);
+    assert.equal(unknownOption.code, 2);
+    assert.match(unknownOption.stderr, /unknown option '--bukket'/);
+    const missingArgument = await cli(['-r', `oci-layout:${layout}`, 'tag', '1877.3']);
+    assert.equal(missingArgument.code, 2);
+    assert.match(missingArgument.stderr, /missing required argument 'tags'/);
+    const unknownCommand = await cli(['publsh', builds[0]?.base ?? '']);
+    assert.equal(unknownCommand.code, 2);
+    assert.equal((await cli(['publish', '--help'])).code, 0);
+  });
+
+  it('publishes a folder whose artifacts are symbolic links, and refuses links that leave the folder (issue 10)', async () => {
+    const b = sampleBuild({ flavor: 'openstack-gardener_prod', arch: 'amd64', commit: '5e11e1c0' });
+    const linked = join(dir, 'linked');
+    const out = join(linked, 'build-output');
+    await writeBuildDir(out, b);
+    // The bucket layout holds links to the build output, as a CI job that assembles it without copying does.
+    await mkdir(join(linked, 'objects', b.base), { recursive: true });
+    await mkdir(join(linked, 'meta', 'singles'), { recursive: true });
+    for (const f of b.files) await symlink(join(out, 'objects', b.base, f.name), join(linked, 'objects', b.base, f.name));
+    await symlink(join('..', '..', 'build-output', 'meta', 'singles', b.base), join(linked, 'meta', 'singles', b.base));
+    const r = await cli(['-r', `oci-layout:${join(dir, 'linked-layout')}`, 'publish', b.base, '--dir', linked]);
+    assert.equal(r.code, 0, r.stderr);
+    const job = (parse(r.stdout) as { jobs: Array<{ outcome: string }> }).jobs[0];
+    assert.equal(job?.outcome, 'published');
+    const manifest = parse(await clients.skopeo(['inspect', '--raw', `oci:${join(dir, 'linked-layout')}:1877.3-${b.base}-amd64`])) as { layers: unknown[] };
+    assert.equal(manifest.layers.length, b.files.length);
+
+    // A link that leaves the folder: the job fails and names it.
+    const outside = await mkdtemp(join(tmpdir(), 'gl-outside-'));
+    try {
+      const victim = b.files[0]?.name ?? '';
+      await writeFile(join(outside, victim), b.files[0]?.data ?? Buffer.alloc(0));
+      await rm(join(linked, 'objects', b.base, victim));
+      await symlink(join(outside, victim), join(linked, 'objects', b.base, victim));
+      const refused = await cli(['-r', `oci-layout:${join(dir, 'linked-layout')}`, 'publish', b.base, '--dir', linked]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stdout, /is a symbolic link to .*, outside .*: refused/);
+    } finally {
+      await rm(outside, { recursive: true, force: true });
+    }
   });
 });
