@@ -1,7 +1,7 @@
 /**
  * Turns whatever invoked the function into jobs. Accepted, each validated with zod:
  * - S3 notifications (`Records[].s3`), several records per event, keys form-URL-decoded;
- * - EventBridge `Object Created` events from S3;
+ * - EventBridge `Object Created` events from S3 (keys as they are, not encoded);
  * - SQS events whose message bodies are S3 notifications (or EventBridge events); S3 test messages are dropped;
  * - manual payloads from the console or the CLI: publish, reindex, tag, retract.
  */
@@ -79,7 +79,7 @@ const SqsEvent = z.looseObject({
 });
 
 const versionField = z.string().refine(isVersion, 'expected a Garden Linux version such as 1877.3 or 2150.0.0');
-const baseField = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'expected a base name such as container-amd64-1877.3-75df9f40');
+const baseField = z.string().refine(isBaseName, 'expected a base name such as container-amd64-1877.3-75df9f40');
 const bucketField = z.string().regex(BUCKET_NAME, 'expected an S3 bucket name');
 
 const ManualPublish = z
@@ -110,7 +110,7 @@ const ManualRetract = z.strictObject({
   action: z.literal('retract'),
   /** where the records are when STATE_BUCKET is not set */
   bucket: bucketField.optional(),
-  base: z.string().refine(isBaseName, 'expected a base name such as container-amd64-1877.3-75df9f40'),
+  base: baseField,
 });
 
 export const ACCEPTED_SHAPES =
@@ -141,11 +141,11 @@ function fromNotification(n: z.infer<typeof S3Notification>, origin: JobOrigin, 
 }
 
 function fromEventBridge(e: z.infer<typeof EventBridgeObjectCreated>, origin: JobOrigin, messageId?: string): Job {
-  // Garden Linux keys use no character that URL encoding changes; decoding like notifications is safe either way.
+  // EventBridge carries the key as it is (unlike S3 notifications, which form-URL-encode it): no decoding.
   return {
     kind: 'publish',
     bucket: e.detail.bucket.name,
-    key: decodeS3Key(e.detail.object.key),
+    key: e.detail.object.key,
     origin,
     eventName: 'Object Created',
     ...(messageId ? { messageId } : {}),

@@ -7,6 +7,7 @@
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isRetryable } from '../registry/errors';
+import { SourceError } from '../util/errors';
 
 export interface ParallelRangeOptions {
   partSize: number;
@@ -23,12 +24,13 @@ async function readFully(stream: Readable, length: number): Promise<Buffer> {
     const c = chunk as Buffer;
     if (at + c.length > length) {
       stream.destroy();
-      throw new Error(`a range returned more than the ${length} bytes asked for`);
+      throw new SourceError(`a range returned more than the ${length} bytes asked for`);
     }
     c.copy(out, at);
     at += c.length;
   }
-  if (at !== length) throw new Error(`a range returned ${at} bytes, ${length} were asked for`);
+  // A response that ended early (a connection closed under it) is worth reading again, like any broken read.
+  if (at !== length) throw new SourceError(`a range returned ${at} bytes, ${length} were asked for`, { retryable: true });
   return out;
 }
 

@@ -207,6 +207,14 @@ describe('normaliseEvent: S3 notifications', () => {
 });
 
 describe('normaliseEvent: EventBridge', () => {
+  it('takes keys as EventBridge carries them: not URL-decoded (issue 10)', () => {
+    const plus = normaliseEvent(eventBridge({ key: 'meta/singles/odd+name-amd64-1877.3-75df9f40' })).jobs[0];
+    assert.equal(plus?.kind === 'publish' ? plus.key : undefined, 'meta/singles/odd+name-amd64-1877.3-75df9f40', 'a + stays a +');
+    // A % elsewhere in the bucket is just a character: the event is not refused, the key is not a build.
+    const percent = normaliseEvent(eventBridge({ key: 'reports/100%-done.txt' })).jobs[0];
+    assert.equal(percent?.kind === 'publish' ? percent.key : undefined, 'reports/100%-done.txt');
+  });
+
   it('makes a publish job from an "Object Created" event with request id and etag', () => {
     const result = normaliseEvent(eventBridge({ key: META_KEY, requestId: 'XRRTKJXSZQCWNQR1', etag: 'abc123-12' }));
     assert.equal(result.sqs, false);

@@ -78,6 +78,18 @@ describe('parallelRanges', () => {
     await assert.rejects(collect(parallelRanges(short, data.length, { partSize: 10_000, readers: 2 })), /returned 9999 bytes, 10000 were asked for/);
   });
 
+  it('reads a range that ended early again (a connection closed under it), like any broken read', async () => {
+    const calls: number[] = [];
+    const once = async (start: number, end: number) => {
+      calls.push(start);
+      const truncated = start === 40_000 && calls.filter((c) => c === 40_000).length === 1;
+      return Readable.from([data.subarray(start, truncated ? end - 500 : end + 1)]);
+    };
+    const out = await collect(parallelRanges(once, data.length, { partSize: 10_000, readers: 3 }));
+    assert.ok(out.equals(data));
+    assert.equal(calls.filter((c) => c === 40_000).length, 2, 'the short part was read again');
+  });
+
   it('aborts the other parts in flight when one fails for good', async () => {
     const signals: AbortSignal[] = [];
     const open = async (start: number, end: number, signal: AbortSignal): Promise<Readable> => {
