@@ -1,4 +1,5 @@
 /** What a publication needs from outside, and what it counts while it runs. */
+import type { Signer } from '../signing/signer';
 import type { ObjectStore } from '../storage/object-store';
 import type { StateStore } from '../storage/state-store';
 import type { TargetSet } from '../target/target';
@@ -29,6 +30,10 @@ export interface PublishContext {
   /** ranged reads at once for one large object of a store that benefits (S3), and their size */
   rangeReaders: number;
   rangePartBytes: number;
+  /** signs every artifact manifest pushed (cosign's `.sig`); undefined: no signatures */
+  signer?: Signer;
+  /** sign the container image manifests too */
+  signContainerImages?: boolean;
 }
 
 export interface JobCounters {

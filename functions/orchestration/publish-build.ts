@@ -28,6 +28,7 @@ import { inspectArchive, transferArchive, type ContainerFacts } from './archive-
 import { FileTransfer, type PublishedBlob, type SourceFile } from './file-transfer';
 import { transferPlainFile, transferReleaseFile } from './plain-files';
 import { transferPxeBundle } from './pxe-pass';
+import { ensureSignature, type SignatureResult } from './sign-manifest';
 
 export interface BuildResult {
   base?: string;
@@ -38,6 +39,8 @@ export interface BuildResult {
   /** `tagged`: whether the tag now names this build's image (false: a newer build of the platform holds it) */
   container?: { repository: string; tag: string; digest: string; tagged: boolean };
   indexes: IndexUpdate[];
+  /** the cosign signatures of this build's manifests, when signing is on */
+  signatures?: SignatureResult[];
   bytesUploaded: number;
   bytesRead: number;
   blobsUploaded: number;
@@ -194,6 +197,14 @@ async function publishFiles(
   await putIfDifferent(main, manifest.bytes, manifest.digest, OCI_MANIFEST, glTag, stats);
   result.manifest = { repository: main.display, tag: glTag, digest: manifest.digest };
 
+  // Signatures before the records: no version index names an artifact manifest without its signature.
+  if (ctx.signer) {
+    result.signatures = [await ensureSignature(main, manifest.digest, ctx.signer, transfer, log)];
+    if (image !== undefined && ctx.signContainerImages) {
+      result.signatures.push(await ensureSignature(imageTarget, (image as ContainerFacts).manifest.digest, ctx.signer, transfer, log));
+    }
+  }
+
   // 4. Records, then 5. the version indexes. A retraction goes first: the build is wanted again.
   for (const t of indexTargets) {
     if (await ctx.state.getRetraction(t.id, version, base)) {
@@ -235,7 +246,8 @@ async function publishFiles(
     }
   }
 
-  const changed = stats.blobsUploaded > 0 || stats.manifestsWritten > 0 || result.indexes.some((i) => i.changed);
+  const changed =
+    stats.blobsUploaded > 0 || stats.manifestsWritten > 0 || result.indexes.some((i) => i.changed) || (result.signatures ?? []).some((s) => s.written);
   return {
     ...result,
     outcome: changed ? 'published' : 'unchanged',

@@ -16,6 +16,8 @@ interface Globals {
   containerRepositories?: string;
   concurrency?: string;
   logLevel?: string;
+  signingKey?: string;
+  signContainerImages?: boolean;
 }
 
 /** Placeholder bucket name when a local directory stands in for S3. */
@@ -30,6 +32,8 @@ function environment(globals: Globals, dir?: string): Record<string, string | un
     ...(globals.containerRepositories ? { CONTAINER_REPOSITORIES: globals.containerRepositories } : {}),
     ...(globals.concurrency ? { BLOB_CONCURRENCY: globals.concurrency } : {}),
     ...(globals.logLevel ? { LOG_LEVEL: globals.logLevel } : {}),
+    ...(globals.signingKey ? { SIGNING_KEY: globals.signingKey } : {}),
+    ...(globals.signContainerImages ? { SIGN_CONTAINER_IMAGES: 'true' } : {}),
     ...(dir ? { SOURCE_DIR: dir } : {}),
   };
 }
@@ -77,16 +81,25 @@ export function buildProgram(): Command {
     .addOption(new Option('--container-repositories <json>', 'container flavor to sub-repository map').env('CONTAINER_REPOSITORIES'))
     .addOption(new Option('-j, --concurrency <n>', 'blobs uploaded at once').env('BLOB_CONCURRENCY'))
     .addOption(new Option('--log-level <level>', 'debug, info, warn or error').env('LOG_LEVEL'))
+    .addOption(
+      new Option('-k, --signing-key <key>', 'sign artifact manifests (cosign .sig): file:<PEM private key> or awskms:///<key id, ARN or alias>').env(
+        'SIGNING_KEY',
+      ),
+    )
+    .addOption(new Option('--sign-container-images', 'sign the container image manifests too'))
     .showHelpAfterError()
     .addHelpText(
       'after',
       `
 Credentials: REGISTRY_USERNAME / REGISTRY_PASSWORD. S3: the usual AWS variables; AWS_ENDPOINT_URL_S3 and
-S3_FORCE_PATH_STYLE=true for S3-compatible stores.
+S3_FORCE_PATH_STYLE=true for S3-compatible stores. Signing: --signing-key (SIGNING_KEY) writes cosign's
+sha256-<hex>.sig next to every artifact manifest; verify with
+cosign verify --key <public key> --insecure-ignore-tlog=true <repo>@<digest>.
 
 Examples:
   gl-oci-publish -r ghcr.io/gardenlinux/nightly publish container-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases
   gl-oci-publish -r oci-layout:./out publish metal_pxe-amd64-1877.3-75df9f40 --dir ./bucket-copy
+  gl-oci-publish -r localhost:5000/gl -k file:./oci-sign.key publish kvm-amd64-1877.3-75df9f40 --dir ./bucket-copy
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux reindex 1877.3 --bucket gardenlinux-github-releases
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases

@@ -4,6 +4,7 @@
  */
 import * as z from 'zod';
 import { isRepositoryPath, parseTargetLocation, type TargetLocation } from '../registry/location';
+import { parseSigningKey } from '../signing/signer';
 import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';
 import type { LogLevel } from '../util/log';
@@ -41,6 +42,12 @@ export interface Config {
   /** ranged GETs at once for one large S3 object (1: a single stream) */
   s3Readers: number;
   s3PartBytes: number;
+  /** the key that signs artifact manifests (SIGNING_KEY, as given); undefined: no signatures */
+  signingKey?: string;
+  /** sign the container image manifests too (cosign verify <repo>:<arch>-<version>) */
+  signContainerImages: boolean;
+  /** an endpoint for KMS (AWS_ENDPOINT_URL_KMS); a host in the key URI wins */
+  kmsEndpoint?: string;
 }
 
 export class ConfigError extends InputError {
@@ -108,6 +115,18 @@ const Env = z.object({
   MAX_CONSECUTIVE_FAILURES: wholeNumber('MAX_CONSECUTIVE_FAILURES', 1, 100).default(8),
   S3_READERS: wholeNumber('S3_READERS', 1, 16).default(1),
   S3_PART_MIB: wholeNumber('S3_PART_MIB', 1, 64).default(8),
+  SIGNING_KEY: z
+    .string()
+    .superRefine((v, ctx) => {
+      try {
+        parseSigningKey(v);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      }
+    })
+    .optional(),
+  SIGN_CONTAINER_IMAGES: bool('SIGN_CONTAINER_IMAGES').default(false),
+  AWS_ENDPOINT_URL_KMS: z.url({ message: 'AWS_ENDPOINT_URL_KMS must be a URL' }).optional(),
   STOP_MARGIN_SECONDS: z.coerce
     .number({ message: 'STOP_MARGIN_SECONDS must be a number' })
     .min(0, 'STOP_MARGIN_SECONDS must not be negative')
@@ -148,6 +167,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && e.REGISTRY_USERNAME !== undefined) {
     throw new ConfigError('invalid configuration: set either REGISTRY_CREDENTIALS_SECRET or REGISTRY_USERNAME/REGISTRY_PASSWORD, not both');
+  }
+  if (e.SIGN_CONTAINER_IMAGES && e.SIGNING_KEY === undefined) {
+    throw new ConfigError('invalid configuration: SIGN_CONTAINER_IMAGES=true needs a SIGNING_KEY');
   }
   if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && target.kind !== 'registry') {
     throw new ConfigError('invalid configuration: REGISTRY_CREDENTIALS_SECRET needs a registry REGISTRY, not an oci-layout');
@@ -199,5 +221,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     stopMarginMs: e.STOP_MARGIN_SECONDS * 1000,
     s3Readers: e.S3_READERS,
     s3PartBytes: e.S3_PART_MIB * 1024 * 1024,
+    ...(e.SIGNING_KEY ? { signingKey: e.SIGNING_KEY } : {}),
+    signContainerImages: e.SIGN_CONTAINER_IMAGES,
+    ...(e.AWS_ENDPOINT_URL_KMS ? { kmsEndpoint: e.AWS_ENDPOINT_URL_KMS } : {}),
   };
 }

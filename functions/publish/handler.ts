@@ -11,7 +11,7 @@ import { loadConfig, type Config } from './config';
 import { normaliseEvent } from './events';
 import { metricsRecord } from './metrics';
 import { runJob, type JobSummary } from './run-job';
-import { createRuntime, type Runtime } from './runtime';
+import { createRuntime, openSigning, type Runtime } from './runtime';
 
 export interface HandlerResult {
   jobs: JobSummary[];
@@ -45,6 +45,7 @@ export function createHandler(options: HandlerOptions = {}) {
   let runtime: Runtime | undefined;
   let config: Config | undefined;
   let logger: Logger | undefined;
+  let signing = false;
 
   return async function handler(event: unknown, context?: Partial<Context>): Promise<HandlerResult | SqsBatchResult> {
     if (config === undefined || logger === undefined) {
@@ -57,6 +58,16 @@ export function createHandler(options: HandlerOptions = {}) {
       }
       logger = new Logger({ level: config.logLevel, ...(options.logSink ? { sink: options.logSink } : {}) });
       runtime = (options.runtime ?? createRuntime)(config, logger);
+    }
+    // Tried again by the next invocation when it failed (KMS unreachable, say): the configuration stays.
+    if (!signing) {
+      try {
+        runtime = await openSigning(runtime as Runtime, logger);
+      } catch (err) {
+        logger.error('signing key rejected', { error: describeError(err) });
+        throw err;
+      }
+      signing = true;
     }
     const rt = runtime as Runtime;
     const log = logger.child(context?.awsRequestId ? { requestId: context.awsRequestId } : {});

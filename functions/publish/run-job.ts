@@ -28,6 +28,7 @@ export interface JobSummary {
   manifest?: { repository: string; tag: string; digest: string };
   container?: BuildResult['container'];
   indexes?: IndexUpdate[];
+  signatures?: BuildResult['signatures'];
   aliases?: AliasResult;
   retracted?: Pick<RetractResult, 'repositories'>;
   bytesUploaded: number;
@@ -126,6 +127,7 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             counters,
             rangeReaders: rt.config.s3Readers,
             rangePartBytes: rt.config.s3PartBytes,
+            ...(rt.signer ? { signer: rt.signer, signContainerImages: rt.config.signContainerImages } : {}),
           },
           job.key,
           { byHand: job.origin === 'manual' },

@@ -2,6 +2,7 @@
 import { ECRClient } from '@aws-sdk/client-ecr';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { ecrCredentials, ecrRegistry, secretCredentials, staticCredentials, type CredentialSource } from '../registry/credentials';
+import { openSigner, type Signer } from '../signing/signer';
 import { DirectoryStore } from '../storage/directory-store';
 import type { ObjectStore } from '../storage/object-store';
 import { S3Store, s3Client } from '../storage/s3-store';
@@ -16,6 +17,8 @@ export interface Runtime {
   /** the store for a bucket the event names (or the local directory standing in for every bucket) */
   storeFor(bucket: string): ObjectStore;
   targets: TargetSet;
+  /** the signing key, opened once per cold start (openSigning) */
+  signer?: Signer;
 }
 
 /**
@@ -61,4 +64,26 @@ export function createRuntime(config: Config, logger: Logger): Runtime {
       return store;
     },
   };
+}
+
+/**
+ * Opens the signing key of the configuration (one KMS GetPublicKey), so that a key that cannot sign for Garden
+ * Linux stops the function before any job; says once whether signatures are written.
+ */
+export async function openSigning(rt: Runtime, logger: Logger): Promise<Runtime> {
+  const { signingKey, signContainerImages } = rt.config;
+  if (signingKey === undefined) {
+    logger.info('signing is off (no SIGNING_KEY): artifact manifests are published without cosign signatures');
+    return rt;
+  }
+  const signer = await openSigner(signingKey, {
+    ...(rt.config.s3.region ? { region: rt.config.s3.region } : {}),
+    ...(rt.config.kmsEndpoint ? { endpoint: rt.config.kmsEndpoint } : {}),
+  });
+  logger.info('signing artifact manifests', {
+    key: signer.description,
+    keyBits: signer.publicKey.asymmetricKeyDetails?.modulusLength,
+    containerImages: signContainerImages,
+  });
+  return { ...rt, signer };
 }

@@ -2,6 +2,8 @@
  * The operations on one repository of a registry, for one job: blobs (HEAD, uploads in blob-upload.ts) and
  * manifests (manifests.ts). Every request goes through the client (auth, retries) with the job's scope.
  */
+import { sha256Digest } from '../oci/digest';
+import { IntegrityError } from '../util/errors';
 import type { RegistryClient } from './client';
 import { uploadBlob, type BlobUpload, type UploadResult } from './blob-upload';
 import type { JobScope, Operation } from './failure-budget';
@@ -39,6 +41,19 @@ export class RegistryRepository implements RepositoryAccess {
     if (res.status === 200) return true;
     if (res.status === 404) return false;
     return fail(res, what);
+  }
+
+  /** A small blob, read whole; its digest is checked. */
+  async getBlob(digest: string, maxBytes: number): Promise<Buffer | undefined> {
+    const what = `GET blob ${this.name}@${digest}`;
+    const { res, bytes } = await this.client.sendAndRead({ method: 'GET', url: this.url(`blobs/${digest}`), scopes: this.scopes, what }, this.scope, maxBytes);
+    if (res.status === 404) {
+      await res.body.dump();
+      return undefined;
+    }
+    if (res.status !== 200 || bytes === undefined) return fail(res, what);
+    if (sha256Digest(bytes) !== digest) throw new IntegrityError(`${what}: the registry returned bytes with digest ${sha256Digest(bytes)}`);
+    return bytes;
   }
 
   uploadBlob(blob: BlobUpload): Promise<UploadResult> {

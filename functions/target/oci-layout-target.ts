@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HashingTap, isDigest, sha256Digest } from '../oci/digest';
@@ -47,6 +47,7 @@ function running(pid: number): boolean {
 export class OciLayoutTarget implements Target {
   readonly id: string;
   readonly display: string;
+  readonly repositoryName: string;
   private ready: Promise<void> | undefined;
   /** serialises index.json updates inside this process */
   private indexChain: Promise<unknown> = Promise.resolve();
@@ -58,6 +59,7 @@ export class OciLayoutTarget implements Target {
   ) {
     this.id = id;
     this.display = `oci-layout:${dir}`;
+    this.repositoryName = resolve(dir);
   }
 
   private blobPath(digest: string): string {
@@ -103,6 +105,20 @@ export class OciLayoutTarget implements Target {
     } catch {
       return false;
     }
+  }
+
+  async fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined> {
+    await this.init();
+    const path = this.blobPath(digest);
+    try {
+      if ((await stat(path)).size > maxBytes) throw new IntegrityError(`${this.display}: blob ${digest} is larger than ${maxBytes} bytes`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    const bytes = await readFile(path);
+    if (sha256Digest(bytes) !== digest) throw new IntegrityError(`${this.display}: blob ${digest} holds bytes with digest ${sha256Digest(bytes)}`);
+    return bytes;
   }
 
   async pushBlob(blob: BlobSource): Promise<UploadResult> {

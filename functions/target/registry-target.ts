@@ -3,16 +3,23 @@ import type { CredentialSource } from '../registry/credentials';
 import { JobScope, RegistryClient } from '../registry/client';
 import { RegistryRepository } from '../registry/repository';
 import type { RetryPolicy } from '../registry/retry';
+import { cosignRepositoryName } from '../signing/cosign-format';
 import type { Logger } from '../util/log';
 import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
 
 export class RegistryTarget implements Target {
   readonly id: string;
   readonly display: string;
+  readonly repositoryName: string;
 
   constructor(private readonly repo: RegistryRepository) {
     this.id = `${repo.client.host}/${repo.name}`;
     this.display = this.id;
+    this.repositoryName = cosignRepositoryName(repo.client.host, repo.name);
+  }
+
+  fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined> {
+    return this.repo.getBlob(digest, maxBytes);
   }
 
   hasBlob(digest: string): Promise<boolean> {

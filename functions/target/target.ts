@@ -13,7 +13,14 @@ export interface Target {
   readonly id: string;
   /** for logs and summaries: `127.0.0.1:5000/gl`, `oci-layout:/tmp/out` */
   readonly display: string;
+  /**
+   * The repository as signatures name it (cosign's `docker-reference`): `<host>/<path>` for a registry, the
+   * directory for a layout.
+   */
+  readonly repositoryName: string;
   hasBlob(digest: string): Promise<boolean>;
+  /** a small blob's bytes (checked against the digest), or undefined when there is none */
+  fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined>;
   /** uploads bytes; with an unknown digest it is computed on the way and returned */
   pushBlob(blob: BlobSource): Promise<UploadResult>;
   /** the digest a tag or digest currently resolves to, or undefined */

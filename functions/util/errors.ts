@@ -8,7 +8,8 @@ export type ErrorKind =
   | 'registry' // the registry refused or failed
   | 'source' // S3 or the local source failed
   | 'timeout' // the job stopped at a safe point because time ran out
-  | 'conflict'; // concurrent writers did not settle within the bound
+  | 'conflict' // concurrent writers did not settle within the bound
+  | 'signing'; // the signing key was refused, or signing failed
 
 export class PublishError extends Error {
   readonly kind: ErrorKind;

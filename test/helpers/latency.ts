@@ -14,7 +14,9 @@ function slow(target: Target, maxMs: number): Target {
   return {
     id: target.id,
     display: target.display,
+    repositoryName: target.repositoryName,
     hasBlob: (d) => target.hasBlob(d),
+    fetchBlob: (d, n) => target.fetchBlob(d, n),
     pushBlob: (b) => target.pushBlob(b),
     resolve: async (r) => (await pause(maxMs), target.resolve(r)),
     getManifest: async (r) => (await pause(maxMs), target.getManifest(r)),

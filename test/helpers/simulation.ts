@@ -154,7 +154,11 @@ export class MemoryRegistry {
     return {
       id: this.id,
       display: this.display,
+      repositoryName: this.display,
       async hasBlob(): Promise<boolean> {
+        throw new Error('the simulated registry holds manifests only');
+      },
+      async fetchBlob(): Promise<Buffer | undefined> {
         throw new Error('the simulated registry holds manifests only');
       },
       async pushBlob(): Promise<UploadResult> {

@@ -88,6 +88,28 @@ function statements(template: Template): Array<{ role: string; actions: string[]
   return out;
 }
 
+/** A condition of the template, evaluated as CloudFormation would (its operands are literals after packaging). */
+function condition(template: Template, value: unknown): boolean {
+  const v = value as Record<string, unknown[]>;
+  if (v['Fn::Not']) return !condition(template, v['Fn::Not'][0]);
+  if (v['Fn::Or']) return v['Fn::Or'].some((c) => condition(template, c));
+  if (v['Fn::Equals']) return v['Fn::Equals'][0] === v['Fn::Equals'][1];
+  if (typeof (value as { Condition?: unknown }).Condition === 'string') return condition(template, template.Conditions?.[(value as { Condition: string }).Condition]);
+  throw new Error(`cannot evaluate ${JSON.stringify(value)}`);
+}
+
+/** The function's environment as deployed: each Fn::If resolved with the template's own conditions. */
+function deployedEnv(template: Template): Record<string, string> {
+  const vars = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, unknown> } }).Environment.Variables;
+  return Object.fromEntries(
+    Object.entries(vars).map(([k, v]) => {
+      const ifs = (v as { 'Fn::If'?: [string, string, string] })['Fn::If'];
+      if (!ifs) return [k, v as string];
+      return [k, condition(template, template.Conditions?.[ifs[0]]) ? ifs[1] : ifs[2]];
+    }),
+  );
+}
+
 /** The template osls makes of serverless.yml with these `--param` settings, into `out`. */
 async function packageTemplate(out: string, params: string[] = []): Promise<Template> {
   // No AWS credentials, no network use: what CI and a developer without an account can run.
@@ -151,8 +173,7 @@ describe('the CloudFormation template (osls package)', () => {
   });
 
   it('sets an environment the function accepts, with the benchmark\'s throughput defaults', () => {
-    const env = (fn().Environment as { Variables: Record<string, string> }).Variables;
-    const config = loadConfig(env);
+    const config = loadConfig(deployedEnv(template));
     assert.equal(config.blobConcurrency, 4);
     assert.equal(config.s3Readers, 1);
     assert.equal(config.stopMarginMs, 30_000);
@@ -189,10 +210,19 @@ describe('the CloudFormation template (osls package)', () => {
     ]);
   });
 
-  it('adds the secret policy only with a secret, the ECR policy only with an ECR repository', () => {
+  it('adds the secret policy only with a secret, the ECR policy only with an ECR repository, the KMS policy only with a key', () => {
     assert.equal(template.Resources.RegistrySecretPolicy?.Condition, 'UsesSecret');
     assert.equal(template.Resources.EcrPushPolicy?.Condition, 'UsesEcr');
     assert.deepEqual(template.Conditions?.UsesEcr, { 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] }, 'off by default');
+    assert.equal(template.Resources.SigningKeyPolicy?.Condition, 'UsesSigningKey');
+    assert.deepEqual(template.Conditions?.UsesSigningKey, { 'Fn::Not': [{ 'Fn::Or': [{ 'Fn::Equals': ['none', ''] }, { 'Fn::Equals': ['none', 'none'] }] }] }, 'off by default');
+    const env = (fn().Environment as { Variables: Record<string, unknown> }).Variables;
+    assert.deepEqual(env.SIGNING_KEY, { 'Fn::If': ['UsesSigningKey', 'awskms:///none', ''] });
+    // The condition is false: CloudFormation sets "", and the function starts without signing.
+    assert.equal(deployedEnv(template).SIGNING_KEY, '');
+    const config = loadConfig(deployedEnv(template));
+    assert.equal(config.signingKey, undefined);
+    assert.equal(config.signContainerImages, false);
   });
 
   it('imports the failure queue the infra stack exports, which alarms on errors, queue depth and duration', async () => {
@@ -237,9 +267,33 @@ describe('the CloudFormation template for an ECR registry with container sub-rep
   });
 
   it('reads no secret: the function takes its ECR token with its role', () => {
-    const env = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, string> } }).Environment.Variables;
-    const config = loadConfig(env);
+    const config = loadConfig(deployedEnv(template));
     assert.equal(config.credentialsSecret, undefined);
     assert.deepEqual(template.Conditions?.UsesSecret, { 'Fn::Not': [{ 'Fn::Or': [{ 'Fn::Equals': ['none', ''] }, { 'Fn::Equals': ['none', 'none'] }] }] });
+  });
+});
+
+describe('the CloudFormation template with a signing key', () => {
+  let out: string;
+  let template: Template;
+  const key = 'arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+  before(async () => {
+    out = await mkdtemp(join(tmpdir(), 'gl-package-kms-'));
+    template = await packageTemplate(out, [`signingKeyArn=${key}`, 'signContainerImages=true']);
+  });
+  after(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  it('grants kms:Sign and kms:GetPublicKey on that key only, and configures the function to sign with it', () => {
+    assert.deepEqual(template.Conditions?.UsesSigningKey, { 'Fn::Not': [{ 'Fn::Or': [{ 'Fn::Equals': [key, ''] }, { 'Fn::Equals': [key, 'none'] }] }] });
+    const kms = statements(template).filter((s) => s.actions.some((a) => a.startsWith('kms:')));
+    assert.deepEqual(kms, [{ role: 'SigningKeyPolicy', actions: ['kms:Sign', 'kms:GetPublicKey'], resources: [key] }]);
+    const env = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, unknown> } }).Environment.Variables;
+    assert.deepEqual(env.SIGNING_KEY, { 'Fn::If': ['UsesSigningKey', `awskms:///${key}`, ''] });
+    // The condition is true: CloudFormation sets the URI, which the function accepts.
+    const config = loadConfig(deployedEnv(template));
+    assert.equal(config.signingKey, `awskms:///${key}`);
+    assert.equal(config.signContainerImages, true);
   });
 });

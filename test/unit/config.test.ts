@@ -39,6 +39,7 @@ describe('loadConfig: defaults', () => {
       stopMarginMs: 30_000,
       s3Readers: 1,
       s3PartBytes: 8 * 1024 * 1024,
+      signContainerImages: false,
     });
     assert.equal('credentials' in config, false);
     assert.equal('stateBucket' in config, false);
@@ -74,6 +75,9 @@ describe('loadConfig: defaults', () => {
       STOP_MARGIN_SECONDS: '0.5',
       S3_READERS: '4',
       S3_PART_MIB: '16',
+      SIGNING_KEY: 'awskms:///alias/gardenlinux-oci-sign',
+      SIGN_CONTAINER_IMAGES: 'true',
+      AWS_ENDPOINT_URL_KMS: 'http://127.0.0.1:4566',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl/nightly' },
@@ -94,6 +98,9 @@ describe('loadConfig: defaults', () => {
       stopMarginMs: 500,
       s3Readers: 4,
       s3PartBytes: 16 * 1024 * 1024,
+      signingKey: 'awskms:///alias/gardenlinux-oci-sign',
+      signContainerImages: true,
+      kmsEndpoint: 'http://127.0.0.1:4566',
     });
   });
 
@@ -112,6 +119,9 @@ describe('loadConfig: defaults', () => {
       BLOB_CONCURRENCY: '',
       MD5_CHECK: '',
       LOG_LEVEL: '',
+      SIGNING_KEY: '',
+      SIGN_CONTAINER_IMAGES: '',
+      AWS_ENDPOINT_URL_KMS: '',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' },
@@ -128,6 +138,7 @@ describe('loadConfig: defaults', () => {
       stopMarginMs: 30_000,
       s3Readers: 1,
       s3PartBytes: 8 * 1024 * 1024,
+      signContainerImages: false,
     });
   });
 
@@ -362,5 +373,32 @@ describe('loadConfig: reliability settings', () => {
     assertConfigError({ REGISTRY, MAX_CONSECUTIVE_FAILURES: '2.5' }, /MAX_CONSECUTIVE_FAILURES must be a whole number/);
     assertConfigError({ REGISTRY, STOP_MARGIN_SECONDS: '-1' }, /STOP_MARGIN_SECONDS must not be negative/);
     assertConfigError({ REGISTRY, CHUNKED_UPLOADS: 'sometimes' }, /CHUNKED_UPLOADS must be true or false/);
+  });
+});
+
+describe('loadConfig: signing', () => {
+  it('is off without SIGNING_KEY', () => {
+    const c = loadConfig({ REGISTRY });
+    assert.equal(c.signingKey, undefined);
+    assert.equal(c.signContainerImages, false);
+  });
+
+  it('takes a KMS key URI or a PEM file, with an optional KMS endpoint', () => {
+    const arn = 'arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+    const c = loadConfig({ REGISTRY, SIGNING_KEY: `awskms:///${arn}`, SIGN_CONTAINER_IMAGES: 'true', AWS_ENDPOINT_URL_KMS: 'http://127.0.0.1:4566' });
+    assert.equal(c.signingKey, `awskms:///${arn}`);
+    assert.equal(c.signContainerImages, true);
+    assert.equal(c.kmsEndpoint, 'http://127.0.0.1:4566');
+    assert.equal(loadConfig({ REGISTRY, SIGNING_KEY: 'file:/keys/oci-sign.pem' }).signingKey, 'file:/keys/oci-sign.pem');
+  });
+
+  it('refuses a key that is neither, naming the variable and the forms', () => {
+    assertConfigError({ REGISTRY, SIGNING_KEY: 'alias/gardenlinux' }, /SIGNING_KEY must be awskms:\/\/\/<key id, key ARN or alias> or file:<PEM private key>/);
+    assertConfigError({ REGISTRY, SIGNING_KEY: 'awskms:///gardenlinux' }, /SIGNING_KEY: "gardenlinux" is not a KMS key id, key ARN, alias\/<name> or alias ARN/);
+    assertConfigError({ REGISTRY, AWS_ENDPOINT_URL_KMS: 'localhost' }, /AWS_ENDPOINT_URL_KMS must be a URL/);
+  });
+
+  it('refuses SIGN_CONTAINER_IMAGES without a key to sign with', () => {
+    assertConfigError({ REGISTRY, SIGN_CONTAINER_IMAGES: 'true' }, /SIGN_CONTAINER_IMAGES=true needs a SIGNING_KEY/);
   });
 });
