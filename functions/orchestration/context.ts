@@ -1,4 +1,5 @@
 /** What a publication needs from outside, and what it counts while it runs. */
+import type { AliasTemplate } from '../gardenlinux/release-aliases';
 import type { Signer } from '../signing/signer';
 import type { ObjectStore } from '../storage/object-store';
 import type { StateStore } from '../storage/state-store';
@@ -34,6 +35,8 @@ export interface PublishContext {
   signer?: Signer;
   /** sign the container image manifests too */
   signContainerImages?: boolean;
+  /** release aliases moved after the version index (ALIAS_TAGS) */
+  aliasTemplates?: readonly AliasTemplate[];
 }
 
 export interface JobCounters {

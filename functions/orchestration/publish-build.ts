@@ -24,6 +24,7 @@ import type { Logger } from '../util/log';
 import type { PublishContext } from './context';
 import { TransferStats } from './context';
 import { convergeVersion, readVersionIndex, type IndexSnapshot, type IndexUpdate } from './converge';
+import { followAliases, type AliasUpdate } from './follow-aliases';
 import { inspectArchive, transferArchive, type ContainerFacts } from './archive-pass';
 import { FileTransfer, type PublishedBlob, type SourceFile } from './file-transfer';
 import { transferPlainFile, transferReleaseFile } from './plain-files';
@@ -39,6 +40,8 @@ export interface BuildResult {
   /** `tagged`: whether the tag now names this build's image (false: a newer build of the platform holds it) */
   container?: { repository: string; tag: string; digest: string; tagged: boolean };
   indexes: IndexUpdate[];
+  /** the release aliases of ALIAS_TAGS after the version index, per repository */
+  releaseAliases?: AliasUpdate[];
   /** the cosign signatures of this build's manifests, when signing is on */
   signatures?: SignatureResult[];
   bytesUploaded: number;
@@ -239,6 +242,10 @@ async function publishFiles(
       ...(known ? { known } : {}),
     });
     result.indexes.push(update);
+    if (ctx.aliasTemplates && ctx.aliasTemplates.length > 0) {
+      const moved = await followAliases({ state: ctx.state, target: t, version, templates: ctx.aliasTemplates, logger: log, deadline: ctx.deadline });
+      (result.releaseAliases ??= []).push(...moved);
+    }
     if (containerEntry && t.id === imageTarget.id) {
       const tag = containerTag(build.name);
       const holder = update.tags?.find((x) => x.tag === tag);
@@ -247,7 +254,11 @@ async function publishFiles(
   }
 
   const changed =
-    stats.blobsUploaded > 0 || stats.manifestsWritten > 0 || result.indexes.some((i) => i.changed) || (result.signatures ?? []).some((s) => s.written);
+    stats.blobsUploaded > 0 ||
+    stats.manifestsWritten > 0 ||
+    result.indexes.some((i) => i.changed) ||
+    (result.signatures ?? []).some((s) => s.written) ||
+    (result.releaseAliases ?? []).some((a) => a.changed || (a.tags ?? []).some((x) => x.changed));
   return {
     ...result,
     outcome: changed ? 'published' : 'unchanged',

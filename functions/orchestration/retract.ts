@@ -10,6 +10,8 @@
  * that no other build can take over keeps naming the retracted image. Events for the build are skipped from
  * now on; publishing it by hand restores it.
  */
+import type { AliasTemplate } from '../gardenlinux/release-aliases';
+import { followAliases, type AliasUpdate } from './follow-aliases';
 import { parseBaseName } from '../gardenlinux/naming';
 import type { StateStore } from '../storage/state-store';
 import type { Target } from '../target/target';
@@ -25,6 +27,7 @@ export interface RetractResult {
   /** the repositories whose records named the build */
   repositories: string[];
   indexes: IndexUpdate[];
+  releaseAliases?: AliasUpdate[];
 }
 
 /** `targets`: the main repository first, then the container sub-repositories. */
@@ -34,7 +37,7 @@ export async function retractBuild(
   base: string,
   logger: Logger,
   deadline: Deadline,
-  options: { clock?: Clock; buildTimeOf?: (cname: string) => Promise<string | undefined> } = {},
+  options: { clock?: Clock; buildTimeOf?: (cname: string) => Promise<string | undefined>; aliasTemplates?: readonly AliasTemplate[] } = {},
 ): Promise<RetractResult> {
   const { version } = parseBaseName(base);
   const main = targets[0] as Target;
@@ -55,7 +58,12 @@ export async function retractBuild(
       result.repositories.push(target.display);
     }
     logger.info('build retracted', { base, repository: target.display, version, digests });
-    result.indexes.push((await convergeVersion({ state, target, version, logger, deadline, ...options })).update);
+    const { aliasTemplates, ...converge } = options;
+    result.indexes.push((await convergeVersion({ state, target, version, logger, deadline, ...converge })).update);
+    // The version's index changed: the aliases that hold it follow.
+    if (aliasTemplates && aliasTemplates.length > 0) {
+      (result.releaseAliases ??= []).push(...(await followAliases({ state, target, version, templates: aliasTemplates, logger, deadline, ...(options.clock ? { clock: options.clock } : {}) })));
+    }
   }
   return result;
 }

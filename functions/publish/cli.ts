@@ -7,7 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { isBaseName, metadataKey } from '../gardenlinux/naming';
 import { describeError } from '../util/errors';
-import { createHandler, JobsFailedError } from './handler';
+import { createHandler, JobsFailedError, type HandlerResult, type SqsBatchResult } from './handler';
+import { formatReport } from './verify-table';
 
 interface Globals {
   registry?: string;
@@ -18,6 +19,7 @@ interface Globals {
   logLevel?: string;
   signingKey?: string;
   signContainerImages?: boolean;
+  aliasTags?: string;
 }
 
 /** Placeholder bucket name when a local directory stands in for S3. */
@@ -34,23 +36,31 @@ function environment(globals: Globals, dir?: string): Record<string, string | un
     ...(globals.logLevel ? { LOG_LEVEL: globals.logLevel } : {}),
     ...(globals.signingKey ? { SIGNING_KEY: globals.signingKey } : {}),
     ...(globals.signContainerImages ? { SIGN_CONTAINER_IMAGES: 'true' } : {}),
+    ...(globals.aliasTags ? { ALIAS_TAGS: globals.aliasTags } : {}),
     ...(dir ? { SOURCE_DIR: dir } : {}),
   };
 }
 
-async function run(globals: Globals, event: unknown, dir?: string): Promise<void> {
-  const handler = createHandler({ env: environment(globals, dir), logSink: (line) => process.stderr.write(line + '\n') });
+/** Runs the handler once; prints a failure and sets the exit status. Undefined when it threw. */
+async function invoke(globals: Globals, event: unknown, dir?: string, extraEnv: Record<string, string> = {}): Promise<HandlerResult | SqsBatchResult | undefined> {
+  const handler = createHandler({ env: { ...environment(globals, dir), ...extraEnv }, logSink: (line) => process.stderr.write(line + '\n') });
   try {
-    const result = await handler(event, { awsRequestId: `cli-${process.pid}` });
-    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
-    if ('batchItemFailures' in result && result.batchItemFailures.length > 0) process.exitCode = 1;
+    return await handler(event, { awsRequestId: `cli-${process.pid}` });
   } catch (err) {
     if (err instanceof JobsFailedError) {
       process.stdout.write(JSON.stringify({ jobs: err.summaries }, null, 2) + '\n');
     }
     process.stderr.write(`gl-oci-publish: ${describeError(err)}\n`);
     process.exitCode = 1;
+    return undefined;
   }
+}
+
+async function run(globals: Globals, event: unknown, dir?: string): Promise<void> {
+  const result = await invoke(globals, event, dir);
+  if (result === undefined) return;
+  process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  if ('batchItemFailures' in result && result.batchItemFailures.length > 0) process.exitCode = 1;
 }
 
 /** Where the publisher records are: a bucket (else STATE_BUCKET), or the directory used to publish. */
@@ -87,6 +97,7 @@ export function buildProgram(): Command {
       ),
     )
     .addOption(new Option('--sign-container-images', 'sign the container image manifests too'))
+    .addOption(new Option('-a, --alias-tags <list>', 'aliases that follow the highest version, e.g. latest,{major},{version}.0').env('ALIAS_TAGS'))
     .showHelpAfterError()
     .addHelpText(
       'after',
@@ -103,6 +114,7 @@ Examples:
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux reindex 1877.3 --bucket gardenlinux-github-releases
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases
   gl-oci-publish -r oci-layout:./out event saved-s3-event.json`,
     );
 
@@ -152,6 +164,27 @@ Examples:
     .action(async (base: string, options: { bucket?: string; dir?: string }) => {
       const { bucket, dir } = recordsIn(options);
       await run(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir);
+    });
+
+  program
+    .command('verify')
+    .description('check a published version as its readers see it and report every problem; writes nothing')
+    .argument('<version>', 'Garden Linux version, e.g. 1877.3')
+    .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
+    .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
+    .option('-p, --public-key <file>', 'check signatures against this PEM public key (default: the signing key, if any)')
+    .option('--json', 'print the report as JSON (the default when standard output is not a terminal)')
+    .addHelpText('after', '\nExit status 0 when the release is complete, 1 when anything is wrong.\n\nExample:\n  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases')
+    .action(async (version: string, options: { bucket?: string; dir?: string; publicKey?: string; json?: boolean }) => {
+      const { bucket, dir } = recordsIn(options);
+      const result = await invoke(program.opts<Globals>(), { action: 'verify', version, ...(bucket ? { bucket } : {}) }, dir, options.publicKey ? { VERIFY_PUBLIC_KEY: options.publicKey } : {});
+      const report = result && 'jobs' in result ? result.jobs[0]?.verify : undefined;
+      if (report === undefined) {
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(options.json || !process.stdout.isTTY ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+      if (!report.ok) process.exitCode = 1;
     });
 
   program

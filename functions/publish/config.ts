@@ -4,6 +4,7 @@
  */
 import * as z from 'zod';
 import { isRepositoryPath, parseTargetLocation, type TargetLocation } from '../registry/location';
+import { parseAliasTemplates, type AliasTemplate } from '../gardenlinux/release-aliases';
 import { parseSigningKey } from '../signing/signer';
 import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';
@@ -42,12 +43,16 @@ export interface Config {
   /** ranged GETs at once for one large S3 object (1: a single stream) */
   s3Readers: number;
   s3PartBytes: number;
+  /** a PEM public key that `verify` checks signatures against when no SIGNING_KEY is set (VERIFY_PUBLIC_KEY) */
+  verifyPublicKey?: string;
   /** the key that signs artifact manifests (SIGNING_KEY, as given); undefined: no signatures */
   signingKey?: string;
   /** sign the container image manifests too (cosign verify <repo>:<arch>-<version>) */
   signContainerImages: boolean;
   /** an endpoint for KMS (AWS_ENDPOINT_URL_KMS); a host in the key URI wins */
   kmsEndpoint?: string;
+  /** release aliases that follow the highest version of their group (ALIAS_TAGS) */
+  aliasTemplates: AliasTemplate[];
 }
 
 export class ConfigError extends InputError {
@@ -126,6 +131,8 @@ const Env = z.object({
     })
     .optional(),
   SIGN_CONTAINER_IMAGES: bool('SIGN_CONTAINER_IMAGES').default(false),
+  ALIAS_TAGS: z.string().optional(),
+  VERIFY_PUBLIC_KEY: z.string().min(1, 'VERIFY_PUBLIC_KEY must name a PEM file').optional(),
   AWS_ENDPOINT_URL_KMS: z.url({ message: 'AWS_ENDPOINT_URL_KMS must be a URL' }).optional(),
   STOP_MARGIN_SECONDS: z.coerce
     .number({ message: 'STOP_MARGIN_SECONDS must be a number' })
@@ -180,6 +187,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       `invalid configuration: S3_READERS × S3_PART_MIB is ${e.S3_READERS * e.S3_PART_MIB} MiB of buffers per file; at most ${MAX_RANGE_BUFFER_MIB} MiB`,
     );
   }
+  let aliasTemplates: AliasTemplate[] = [];
+  try {
+    aliasTemplates = e.ALIAS_TAGS === undefined ? [] : parseAliasTemplates(e.ALIAS_TAGS);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
+  }
   let containerRepositories: Record<string, string> = {};
   if (e.CONTAINER_REPOSITORIES !== undefined) {
     let json: unknown;
@@ -222,7 +235,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     s3Readers: e.S3_READERS,
     s3PartBytes: e.S3_PART_MIB * 1024 * 1024,
     ...(e.SIGNING_KEY ? { signingKey: e.SIGNING_KEY } : {}),
+    ...(e.VERIFY_PUBLIC_KEY ? { verifyPublicKey: e.VERIFY_PUBLIC_KEY } : {}),
     signContainerImages: e.SIGN_CONTAINER_IMAGES,
     ...(e.AWS_ENDPOINT_URL_KMS ? { kmsEndpoint: e.AWS_ENDPOINT_URL_KMS } : {}),
+    aliasTemplates,
   };
 }

@@ -10,6 +10,7 @@ import { Logger } from '../util/log';
 import { loadConfig, type Config } from './config';
 import { normaliseEvent } from './events';
 import { metricsRecord } from './metrics';
+import type { VerifyReport } from '../orchestration/verify-release';
 import { runJob, type JobSummary } from './run-job';
 import { createRuntime, openSigning, type Runtime } from './runtime';
 
@@ -38,6 +39,22 @@ export class JobsFailedError extends Error {
     );
     this.name = 'JobsFailedError';
   }
+}
+
+/** One line per verify job: an error when the release has problems, with the first of them (all are in the result). */
+function logVerify(log: Logger, r: VerifyReport): void {
+  const errors = r.problems.filter((p) => p.severity === 'error').length;
+  const fields = {
+    version: r.version,
+    ok: r.ok,
+    errors,
+    warnings: r.problems.length - errors,
+    repositories: r.repositories.map((x) => ({ repository: x.repository, index: x.index, entries: x.entries, errors: x.errors })),
+    problems: r.problems.slice(0, 20),
+    durationMs: r.durationMs,
+  };
+  if (r.ok) log.info(`release ${r.version} verified`, fields);
+  else log.error(`release ${r.version} has problems`, fields);
 }
 
 export function createHandler(options: HandlerOptions = {}) {
@@ -92,8 +109,10 @@ export function createHandler(options: HandlerOptions = {}) {
         summaries.push(summary);
         const fields = { ...summary };
         if (summary.outcome === 'failed') jobLog.error('job failed', fields);
+        else if (summary.verify) logVerify(jobLog, summary.verify);
         else jobLog.info(summary.outcome === 'skipped' ? 'job skipped' : 'job finished', fields);
-        jobLog.raw(metricsRecord(summary));
+        // A check is not a publication: it counts in no publication metric.
+        if (!summary.verify) jobLog.raw(metricsRecord(summary));
       }
     } finally {
       deadline.dispose();

@@ -2,8 +2,10 @@
 import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
 import { convergeVersion, type IndexUpdate } from '../orchestration/converge';
+import { followAliases, type AliasUpdate } from '../orchestration/follow-aliases';
 import { metadataBuildTime, publishBuild, type BuildResult } from '../orchestration/publish-build';
 import { retractBuild, type RetractResult } from '../orchestration/retract';
+import { verifyRelease, type VerifyReport } from '../orchestration/verify-release';
 import { StateStore } from '../storage/state-store';
 import type { Target, TargetSet } from '../target/target';
 import { Deadline } from '../util/deadline';
@@ -29,8 +31,13 @@ export interface JobSummary {
   container?: BuildResult['container'];
   indexes?: IndexUpdate[];
   signatures?: BuildResult['signatures'];
+  /** the manual tag action's tags */
   aliases?: AliasResult;
+  /** the ALIAS_TAGS aliases after a publication, reindex or retraction */
+  releaseAliases?: AliasUpdate[];
   retracted?: Pick<RetractResult, 'repositories'>;
+  /** what the verify action found */
+  verify?: VerifyReport;
   bytesUploaded: number;
   bytesRead: number;
   blobsUploaded: number;
@@ -81,6 +88,10 @@ function buildTimesFrom(rt: Runtime, bucket: string | undefined): { buildTimeOf?
   return bucket === undefined ? {} : { buildTimeOf: metadataBuildTime(rt.storeFor(bucket)) };
 }
 
+function aliasesMoved(updates: readonly AliasUpdate[]): boolean {
+  return updates.some((a) => a.changed || (a.tags ?? []).some((t) => t.changed));
+}
+
 /** A job is not started with less time than this left. */
 const MIN_JOB_MS = 5_000;
 
@@ -128,6 +139,7 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             rangeReaders: rt.config.s3Readers,
             rangePartBytes: rt.config.s3PartBytes,
             ...(rt.signer ? { signer: rt.signer, signContainerImages: rt.config.signContainerImages } : {}),
+            aliasTemplates: rt.config.aliasTemplates,
           },
           job.key,
           { byHand: job.origin === 'manual' },
@@ -139,14 +151,17 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
         Object.assign(where, { version: job.version, ...(job.bucket ? { bucket: job.bucket } : {}) });
         const state = stateFor(rt, job.bucket === undefined ? undefined : allowed(rt, job.bucket));
         const indexes: IndexUpdate[] = [];
+        const releaseAliases: AliasUpdate[] = [];
         const targets = indexTargets(rt, deadline);
         for (const target of allTargets(targets, rt)) {
           const listed = await state.listVersion(target.id, job.version);
           if (listed.length === 0 && target !== targets.main) continue;
           // By hand after an incident: every entry is checked to exist, so a deleted manifest leaves the index.
           indexes.push((await convergeVersion({ state, target, version: job.version, logger, deadline, checkEntries: true, ...buildTimesFrom(rt, job.bucket) })).update);
+          releaseAliases.push(...(await followAliases({ state, target, version: job.version, templates: rt.config.aliasTemplates, logger, deadline })));
         }
-        return done({ ...where, outcome: indexes.some((i) => i.changed) ? 'published' : 'unchanged', indexes });
+        const moved = aliasesMoved(releaseAliases);
+        return done({ ...where, outcome: indexes.some((i) => i.changed) || moved ? 'published' : 'unchanged', indexes, ...(releaseAliases.length > 0 ? { releaseAliases } : {}) });
       }
       case 'tag': {
         Object.assign(where, { version: job.version });
@@ -156,15 +171,33 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
         const aliases = await tagAliases(target, job.version, job.tags, logger);
         return done({ ...where, outcome: aliases.tags.some((t) => t.changed) ? 'published' : 'unchanged', aliases });
       }
+      case 'verify': {
+        Object.assign(where, { version: job.version, ...(job.bucket ? { bucket: job.bucket } : {}) });
+        const state = stateFor(rt, job.bucket === undefined ? undefined : allowed(rt, job.bucket));
+        const report = await verifyRelease({
+          state,
+          targets: allTargets(indexTargets(rt, deadline), rt),
+          version: job.version,
+          templates: rt.config.aliasTemplates,
+          ...(rt.verifyKey ? { publicKey: rt.verifyKey } : {}),
+          signContainerImages: rt.config.signContainerImages,
+        });
+        // Nothing changed; what is wrong is in the report (the job itself did its work).
+        return done({ ...where, outcome: 'unchanged', verify: report });
+      }
       case 'retract': {
         Object.assign(where, { base: job.base, ...(job.bucket ? { bucket: job.bucket } : {}) });
         const state = stateFor(rt, job.bucket === undefined ? undefined : allowed(rt, job.bucket));
-        const r = await retractBuild(state, allTargets(indexTargets(rt, deadline), rt), job.base, logger, deadline, buildTimesFrom(rt, job.bucket));
+        const r = await retractBuild(state, allTargets(indexTargets(rt, deadline), rt), job.base, logger, deadline, {
+          ...buildTimesFrom(rt, job.bucket),
+          aliasTemplates: rt.config.aliasTemplates,
+        });
         return done({
           ...where,
           version: r.version,
-          outcome: r.indexes.some((i) => i.changed) ? 'published' : 'unchanged',
+          outcome: r.indexes.some((i) => i.changed) || aliasesMoved(r.releaseAliases ?? []) ? 'published' : 'unchanged',
           indexes: r.indexes,
+          ...(r.releaseAliases ? { releaseAliases: r.releaseAliases } : {}),
           retracted: { repositories: r.repositories },
         });
       }

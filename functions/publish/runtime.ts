@@ -2,7 +2,8 @@
 import { ECRClient } from '@aws-sdk/client-ecr';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { ecrCredentials, ecrRegistry, secretCredentials, staticCredentials, type CredentialSource } from '../registry/credentials';
-import { openSigner, type Signer } from '../signing/signer';
+import type { KeyObject } from 'node:crypto';
+import { openSigner, readPublicKey, type Signer } from '../signing/signer';
 import { DirectoryStore } from '../storage/directory-store';
 import type { ObjectStore } from '../storage/object-store';
 import { S3Store, s3Client } from '../storage/s3-store';
@@ -19,6 +20,8 @@ export interface Runtime {
   targets: TargetSet;
   /** the signing key, opened once per cold start (openSigning) */
   signer?: Signer;
+  /** the key `verify` checks signatures against: VERIFY_PUBLIC_KEY, else the signing key's */
+  verifyKey?: KeyObject;
 }
 
 /**
@@ -71,7 +74,8 @@ export function createRuntime(config: Config, logger: Logger): Runtime {
  * Linux stops the function before any job; says once whether signatures are written.
  */
 export async function openSigning(rt: Runtime, logger: Logger): Promise<Runtime> {
-  const { signingKey, signContainerImages } = rt.config;
+  const { signingKey, signContainerImages, verifyPublicKey } = rt.config;
+  if (verifyPublicKey !== undefined) rt = { ...rt, verifyKey: await readPublicKey(verifyPublicKey) };
   if (signingKey === undefined) {
     logger.info('signing is off (no SIGNING_KEY): artifact manifests are published without cosign signatures');
     return rt;
@@ -85,5 +89,5 @@ export async function openSigning(rt: Runtime, logger: Logger): Promise<Runtime>
     keyBits: signer.publicKey.asymmetricKeyDetails?.modulusLength,
     containerImages: signContainerImages,
   });
-  return { ...rt, signer };
+  return { ...rt, signer, verifyKey: rt.verifyKey ?? signer.publicKey };
 }

@@ -7,7 +7,7 @@ import { IntegrityError } from '../util/errors';
 import type { RegistryClient } from './client';
 import { uploadBlob, type BlobUpload, type UploadResult } from './blob-upload';
 import type { JobScope, Operation } from './failure-budget';
-import { fail, type Req, type Res } from './http';
+import { fail, header, type Req, type Res } from './http';
 import { getManifest, headManifest, putManifest, type FetchedManifest } from './manifests';
 import type { RepositoryAccess } from './repository-access';
 
@@ -41,6 +41,18 @@ export class RegistryRepository implements RepositoryAccess {
     if (res.status === 200) return true;
     if (res.status === 404) return false;
     return fail(res, what);
+  }
+
+  /** A blob's size as the registry states it (HEAD, Content-Length), or undefined when it has no such blob. */
+  async blobSize(digest: string): Promise<number | undefined> {
+    const what = `HEAD blob ${this.name}@${digest}`;
+    const res = await this.send({ method: 'HEAD', url: this.url(`blobs/${digest}`), what });
+    await res.body.dump();
+    if (res.status === 404) return undefined;
+    if (res.status !== 200) return fail(res, what);
+    const length = Number(header(res, 'content-length'));
+    if (!Number.isSafeInteger(length) || length < 0) throw new IntegrityError(`${what}: the registry stated no size (Content-Length)`);
+    return length;
   }
 
   /** A small blob, read whole; its digest is checked. */

@@ -76,21 +76,27 @@ function requireRsa(key: KeyObject, what: string): void {
   if (bits < 2048) throw new SigningError(`${what} is an RSA key of ${bits} bits; at least 2048 are needed`);
 }
 
-/** A PEM private key (PKCS#8 or PKCS#1), read once. */
-export async function fileSigner(path: string): Promise<Signer> {
+/** An RSA key from a PEM file; `kind` names it in errors ("signing key", "public key"). */
+async function readRsaKey(path: string, kind: string, parse: (pem: string) => KeyObject): Promise<KeyObject> {
   let pem: string;
   try {
     pem = await readFile(path, 'utf8');
   } catch (err) {
-    throw new SigningError(`cannot read the signing key ${path}: ${(err as Error).message}`, { cause: err });
+    throw new SigningError(`cannot read the ${kind} ${path}: ${(err as Error).message}`, { cause: err });
   }
   let key: KeyObject;
   try {
-    key = createPrivateKey(pem);
+    key = parse(pem);
   } catch (err) {
-    throw new SigningError(`${path} is not a PEM private key: ${(err as Error).message}`, { cause: err });
+    throw new SigningError(`${path} is not a PEM ${kind === 'signing key' ? 'private' : 'public'} key: ${(err as Error).message}`, { cause: err });
   }
-  requireRsa(key, `the signing key ${path}`);
+  requireRsa(key, `the ${kind} ${path}`);
+  return key;
+}
+
+/** A PEM private key (PKCS#8 or PKCS#1), read once. */
+export async function fileSigner(path: string): Promise<Signer> {
+  const key = await readRsaKey(path, 'signing key', createPrivateKey);
   return {
     description: `file:${path}`,
     publicKey: createPublicKey(key),
@@ -98,6 +104,11 @@ export async function fileSigner(path: string): Promise<Signer> {
       return privateEncrypt({ key, padding: constants.RSA_PKCS1_PADDING }, Buffer.concat([SHA256_DIGEST_INFO, digest]));
     },
   };
+}
+
+/** A PEM public key (or the public half of a private key) that signatures are checked against: `verify --public-key`. */
+export function readPublicKey(path: string): Promise<KeyObject> {
+  return readRsaKey(path, 'public key', createPublicKey);
 }
 
 const RSA_SPECS = new Set(['RSA_2048', 'RSA_3072', 'RSA_4096']);

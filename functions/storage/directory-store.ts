@@ -53,6 +53,16 @@ export class DirectoryStore implements ObjectStore {
     }
   }
 
+  async listFolders(prefix: string): Promise<string[]> {
+    try {
+      const entries = await readdir(this.path(prefix.replace(/\/$/, '')), { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
   async list(prefix: string): Promise<ObjectInfo[]> {
     // Walk the deepest directory the prefix names, then filter by the full prefix, like an S3 listing.
     const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';

@@ -34,6 +34,8 @@ export interface ObjectStore {
   /** whether reading one object as several ranges at once can be faster (a network store: yes; a disk: no) */
   readonly parallelReads?: boolean;
   list(prefix: string): Promise<ObjectInfo[]>;
+  /** the names of the "folders" directly under `prefix` (which ends with "/"): S3's common prefixes */
+  listFolders(prefix: string): Promise<string[]>;
   /** the object, or undefined when there is none */
   get(key: string, options?: { etag?: string; maxBytes?: number }): Promise<ObjectData | undefined>;
   /** a stream of the object's bytes (or of a range of them); fails when the object is missing or changed */

@@ -97,6 +97,24 @@ export class S3Store implements ObjectStore {
     return out;
   }
 
+  async listFolders(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ...(token ? { ContinuationToken: token } : {}) }),
+        );
+      } catch (err) {
+        this.fail('listing', prefix, err);
+      }
+      for (const p of page.CommonPrefixes ?? []) if (p.Prefix) out.push(p.Prefix.slice(prefix.length, -1));
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
   private async getObject(key: string, options: OpenOptions): Promise<GetObjectCommandOutput> {
     const range = options.start !== undefined ? `bytes=${options.start}-${options.end ?? ''}` : undefined;
     return this.client.send(

@@ -79,6 +79,11 @@ export class StateStore {
     return `${this.recordsPrefix(targetId, version)}${base}${suffix}`;
   }
 
+  /** The versions that have records in one target (with sub-repositories' folders among them: callers filter). */
+  listVersions(targetId: string): Promise<string[]> {
+    return this.store.listFolders(`${this.prefix}records/${targetId}/`);
+  }
+
   /** The records and retractions of one version in one target (S3 LIST is strongly consistent). */
   async listVersion(targetId: string, version: string): Promise<ObjectInfo[]> {
     const prefix = this.recordsPrefix(targetId, version);

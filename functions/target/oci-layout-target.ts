@@ -107,6 +107,16 @@ export class OciLayoutTarget implements Target {
     }
   }
 
+  async blobSize(digest: string): Promise<number | undefined> {
+    await this.init();
+    try {
+      const s = await stat(this.blobPath(digest));
+      return s.isFile() ? s.size : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   async fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined> {
     await this.init();
     const path = this.blobPath(digest);

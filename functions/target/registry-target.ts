@@ -22,6 +22,10 @@ export class RegistryTarget implements Target {
     return this.repo.getBlob(digest, maxBytes);
   }
 
+  blobSize(digest: string): Promise<number | undefined> {
+    return this.repo.blobSize(digest);
+  }
+
   hasBlob(digest: string): Promise<boolean> {
     return this.repo.hasBlob(digest);
   }

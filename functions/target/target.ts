@@ -19,6 +19,8 @@ export interface Target {
    */
   readonly repositoryName: string;
   hasBlob(digest: string): Promise<boolean>;
+  /** a blob's size as the store states it (no download), or undefined when there is none */
+  blobSize(digest: string): Promise<number | undefined>;
   /** a small blob's bytes (checked against the digest), or undefined when there is none */
   fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined>;
   /** uploads bytes; with an unknown digest it is computed on the way and returned */

@@ -16,6 +16,7 @@ function slow(target: Target, maxMs: number): Target {
     display: target.display,
     repositoryName: target.repositoryName,
     hasBlob: (d) => target.hasBlob(d),
+    blobSize: (d) => target.blobSize(d),
     fetchBlob: (d, n) => target.fetchBlob(d, n),
     pushBlob: (b) => target.pushBlob(b),
     resolve: async (r) => (await pause(maxMs), target.resolve(r)),

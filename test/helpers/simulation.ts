@@ -106,6 +106,12 @@ export class MemoryStore implements ObjectStore {
       .map(([key, o]) => ({ key, size: o.bytes.length, etag: o.etag, lastModified: o.lastModified }));
   }
 
+  async listFolders(prefix: string): Promise<string[]> {
+    await this.wait();
+    const names = [...this.objects.keys()].filter((k) => k.startsWith(prefix) && k.slice(prefix.length).includes('/'));
+    return [...new Set(names.map((k) => k.slice(prefix.length).split('/')[0] as string))].sort();
+  }
+
   async get(key: string): Promise<ObjectData | undefined> {
     await this.wait();
     const o = this.objects.get(key);
@@ -159,6 +165,9 @@ export class MemoryRegistry {
         throw new Error('the simulated registry holds manifests only');
       },
       async fetchBlob(): Promise<Buffer | undefined> {
+        throw new Error('the simulated registry holds manifests only');
+      },
+      async blobSize(): Promise<number | undefined> {
         throw new Error('the simulated registry holds manifests only');
       },
       async pushBlob(): Promise<UploadResult> {

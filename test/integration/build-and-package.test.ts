@@ -223,6 +223,7 @@ describe('the CloudFormation template (osls package)', () => {
     const config = loadConfig(deployedEnv(template));
     assert.equal(config.signingKey, undefined);
     assert.equal(config.signContainerImages, false);
+    assert.deepEqual(config.aliasTemplates, [], 'no release aliases unless a deployment asks');
   });
 
   it('imports the failure queue the infra stack exports, which alarms on errors, queue depth and duration', async () => {
@@ -273,13 +274,13 @@ describe('the CloudFormation template for an ECR registry with container sub-rep
   });
 });
 
-describe('the CloudFormation template with a signing key', () => {
+describe('the CloudFormation template with a signing key and release aliases', () => {
   let out: string;
   let template: Template;
   const key = 'arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab';
   before(async () => {
     out = await mkdtemp(join(tmpdir(), 'gl-package-kms-'));
-    template = await packageTemplate(out, [`signingKeyArn=${key}`, 'signContainerImages=true']);
+    template = await packageTemplate(out, [`signingKeyArn=${key}`, 'signContainerImages=true', 'aliasTags=latest,{major},{version}.0']);
   });
   after(async () => {
     if (out) await rm(out, { recursive: true, force: true });
@@ -295,5 +296,6 @@ describe('the CloudFormation template with a signing key', () => {
     const config = loadConfig(deployedEnv(template));
     assert.equal(config.signingKey, `awskms:///${key}`);
     assert.equal(config.signContainerImages, true);
+    assert.deepEqual(config.aliasTemplates.map((t) => t.text), ['latest', '{major}', '{version}.0'], 'the aliasTags parameter reaches ALIAS_TAGS');
   });
 });

@@ -12,20 +12,17 @@
  * the image in its arch's slot.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { request } from 'undici';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
 import { BUCKET, expectedArtifactManifest, expectedIndex, newestContainer, parse, sha256 } from '../helpers/expectations';
+import { bundleLambdaChild, childEnv, startLambdaProcess, tail, withTimeout, type LambdaProcess } from '../helpers/lambda-processes';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
 const PROCESSES = 32;
@@ -95,55 +92,6 @@ async function get(url: string, accept = ACCEPT): Promise<{ body: Buffer; header
   return { body, headerDigest: Array.isArray(header) ? header[0] : header };
 }
 
-/** A started Lambda process and what it said. */
-interface LambdaProcess {
-  build: SampleBuild;
-  proc: ChildProcess;
-  ready: Promise<void>;
-  exited: Promise<number | null>;
-  stderr: string[];
-  result?: JobSummary[];
-}
-
-function startProcess(bundle: string, build: SampleBuild, env: Record<string, string | undefined>): LambdaProcess {
-  const event = s3Event(BUCKET, `meta/singles/${build.base}`);
-  const proc = spawn(process.execPath, [bundle, JSON.stringify(event)], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-  const p: LambdaProcess = { build, proc, stderr: [], ready: Promise.resolve(), exited: Promise.resolve(null) };
-  proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => p.stderr.push(chunk));
-  p.exited = new Promise((resolve, reject) => {
-    proc.once('error', reject);
-    proc.once('close', (code) => resolve(code));
-  });
-  p.ready = new Promise<void>((resolve, reject) => {
-    createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-      if (line === 'ready') resolve();
-      else if (line.startsWith('result ')) p.result = JSON.parse(line.slice('result '.length)) as JobSummary[];
-    });
-    void p.exited.then(
-      (code) => reject(new Error(`${build.base}: exited with ${code} before it was ready:\n${tail(p)}`)),
-      reject,
-    );
-  });
-  // An exit after `ready` is the normal end; only the rejection before it matters.
-  p.ready.catch(() => undefined);
-  return p;
-}
-
-function tail(p: LambdaProcess, chars = 3000): string {
-  const all = p.stderr.join('');
-  return all.length > chars ? `…${all.slice(-chars)}` : all;
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms / 1000} s`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 describe(`${PROCESSES} concurrent Lambda processes publishing one version`, () => {
   let registry: TestRegistry;
   let s3: LocalS3;
@@ -153,20 +101,7 @@ describe(`${PROCESSES} concurrent Lambda processes publishing one version`, () =
 
   before(async () => {
     workDir = await mkdtemp(join(tmpdir(), 'gl-lambda-processes-'));
-    bundle = join(workDir, 'lambda-child.mjs');
-    const bundled = build({
-      entryPoints: [fileURLToPath(new URL('../helpers/lambda-child.ts', import.meta.url))],
-      outfile: bundle,
-      bundle: true,
-      platform: 'node',
-      target: 'node20',
-      format: 'esm',
-      // ESM builds of dependencies where they have one; bundled CommonJS ones call require(), which ESM lacks.
-      mainFields: ['module', 'main'],
-      banner: { js: "import { createRequire as __glCreateRequire } from 'node:module'; const require = __glCreateRequire(import.meta.url);" },
-      logLevel: 'warning',
-    });
-    [registry, s3] = await Promise.all([startRegistry(), startLocalS3([BUCKET]), bundled]);
+    [registry, s3, bundle] = await Promise.all([startRegistry(), startLocalS3([BUCKET]), bundleLambdaChild(workDir)]);
   });
   after(async () => {
     for (const p of processes) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
@@ -179,18 +114,11 @@ describe(`${PROCESSES} concurrent Lambda processes publishing one version`, () =
     assert.equal(planned.length, PROCESSES);
     await Promise.all(planned.map((p) => uploadBuild(s3.client, BUCKET, p.build)));
 
-    const env: Record<string, string | undefined> = {
-      ...process.env,
-      ...s3.env,
-      REGISTRY: `http://${registry.host}/${REPO}`,
-      LATENCY_MS: String(LATENCY_MS),
-      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-    };
     // The processes are Lambdas, not part of this test run.
-    delete env.NODE_TEST_CONTEXT;
+    const env = childEnv({ ...s3.env, REGISTRY: `http://${registry.host}/${REPO}`, LATENCY_MS: String(LATENCY_MS) });
 
     const spawned = performance.now();
-    for (const p of planned) processes.push(startProcess(bundle, p.build, env));
+    for (const p of planned) processes.push(startLambdaProcess(bundle, p.build.base, s3Event(BUCKET, `meta/singles/${p.build.base}`), env));
     await withTimeout(Promise.all(processes.map((p) => p.ready)), 60_000, `starting ${PROCESSES} processes`);
     const loadMs = performance.now() - spawned;
 
@@ -201,14 +129,14 @@ describe(`${PROCESSES} concurrent Lambda processes publishing one version`, () =
 
     const bad = processes.filter((p, i) => codes[i] !== 0 || p.result === undefined);
     assert.deepEqual(
-      bad.map((p) => p.build.base),
+      bad.map((p) => p.name),
       [],
-      bad.map((p) => `${p.build.base} (exit ${p.proc.exitCode}): ${JSON.stringify(p.result)}\n${tail(p)}`).join('\n\n'),
+      bad.map((p) => `${p.name} (exit ${p.proc.exitCode}): ${JSON.stringify(p.result)}\n${tail(p)}`).join('\n\n'),
     );
 
-    const jobs = processes.map((p) => {
-      assert.equal(p.result?.length, 1, `${p.build.base}: one job per invocation`);
-      return { build: p.build, job: p.result?.[0] as JobSummary };
+    const jobs = processes.map((p, i) => {
+      assert.equal(p.result?.length, 1, `${p.name}: one job per invocation`);
+      return { build: (planned[i] as Planned).build, job: p.result?.[0] as JobSummary };
     });
     const unpublished = jobs.filter(({ job }) => job.outcome !== 'published' || job.errorKind === 'conflict');
     assert.deepEqual(unpublished.map(({ job }) => job), [], 'every job published, none failed, no conflict');

@@ -78,6 +78,7 @@ describe('S3 faults', () => {
               description: store.description,
               get: (k, o) => store.get(k, o),
               open: (k, o) => store.open(k, o),
+              listFolders: (p) => store.listFolders(p),
               put: (k, body, t) => store.put(k, body, t),
               delete: (k) => store.delete(k),
               async list(prefix) {

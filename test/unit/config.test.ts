@@ -40,6 +40,7 @@ describe('loadConfig: defaults', () => {
       s3Readers: 1,
       s3PartBytes: 8 * 1024 * 1024,
       signContainerImages: false,
+      aliasTemplates: [],
     });
     assert.equal('credentials' in config, false);
     assert.equal('stateBucket' in config, false);
@@ -78,6 +79,8 @@ describe('loadConfig: defaults', () => {
       SIGNING_KEY: 'awskms:///alias/gardenlinux-oci-sign',
       SIGN_CONTAINER_IMAGES: 'true',
       AWS_ENDPOINT_URL_KMS: 'http://127.0.0.1:4566',
+      ALIAS_TAGS: 'latest,{major}',
+      VERIFY_PUBLIC_KEY: '/keys/oci-sign.pub',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl/nightly' },
@@ -101,6 +104,11 @@ describe('loadConfig: defaults', () => {
       signingKey: 'awskms:///alias/gardenlinux-oci-sign',
       signContainerImages: true,
       kmsEndpoint: 'http://127.0.0.1:4566',
+      verifyPublicKey: '/keys/oci-sign.pub',
+      aliasTemplates: [
+        { text: 'latest', placeholders: [] },
+        { text: '{major}', placeholders: ['major'] },
+      ],
     });
   });
 
@@ -122,6 +130,8 @@ describe('loadConfig: defaults', () => {
       SIGNING_KEY: '',
       SIGN_CONTAINER_IMAGES: '',
       AWS_ENDPOINT_URL_KMS: '',
+      ALIAS_TAGS: '',
+      VERIFY_PUBLIC_KEY: '',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' },
@@ -139,6 +149,7 @@ describe('loadConfig: defaults', () => {
       s3Readers: 1,
       s3PartBytes: 8 * 1024 * 1024,
       signContainerImages: false,
+      aliasTemplates: [],
     });
   });
 

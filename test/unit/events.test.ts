@@ -413,8 +413,15 @@ describe('normaliseEvent: manual payloads', () => {
     assertInputError(() => normaliseEvent({ action: 'retract', base: 'container-amd64-1877.3-75df9f40', version: '1877.3' }), /retract/, /version/);
   });
 
+  it('verify, with and without a bucket; a bad version or an unknown field is refused', () => {
+    assert.deepEqual(normaliseEvent({ action: 'verify', bucket: BUCKET, version: '1877.3' }).jobs, [{ kind: 'verify', version: '1877.3', origin: 'manual', bucket: BUCKET }]);
+    assert.deepEqual(normaliseEvent({ action: 'verify', version: '1877.10' }).jobs, [{ kind: 'verify', version: '1877.10', origin: 'manual' }]);
+    assertInputError(() => normaliseEvent({ action: 'verify', version: 'latest' }), /verify/, /version/);
+    assertInputError(() => normaliseEvent({ action: 'verify', version: '1877.3', tags: ['x'] }), /verify/, /tags/);
+  });
+
   it('refuses an unknown action, naming it', () => {
-    assertInputError(() => normaliseEvent({ action: 'delete', bucket: BUCKET }), /unknown action/, /"delete"/, /publish/, /retract/);
+    assertInputError(() => normaliseEvent({ action: 'delete', bucket: BUCKET }), /unknown action/, /"delete"/, /publish/, /retract/, /verify/);
   });
 
   it('refuses a bad version, naming the field', () => {

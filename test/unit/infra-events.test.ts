@@ -12,6 +12,7 @@ const expected: Record<string, string> = {
   'reindex.json': 'reindex',
   'tag.json': 'tag',
   'retract.json': 'retract',
+  'verify.json': 'verify',
 };
 
 describe('console test events (infra/events)', () => {

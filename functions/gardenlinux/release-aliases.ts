@@ -1,0 +1,109 @@
+/**
+ * Release aliases as a function of what was published (ALIAS_TAGS): templates such as `latest`, `{major}`,
+ * `{version}.0` or `nightly`. A template names one alias per version (`{major}` of 1877.3 is `1877`); the
+ * versions that name the same alias form its group, and the alias holds the highest of them. So `latest` follows
+ * the newest version, `1877` the newest 1877.x, and `{version}.0` each version itself. Pure: no I/O.
+ */
+import { InputError } from '../util/errors';
+
+export interface AliasTemplate {
+  /** as configured, e.g. `{major}` */
+  text: string;
+  /** the placeholders it uses */
+  placeholders: ReadonlyArray<Placeholder>;
+}
+
+type Placeholder = 'version' | 'major' | 'minor' | 'patch';
+const PLACEHOLDER = /\{([a-z]+)\}/g;
+const KNOWN: readonly Placeholder[] = ['version', 'major', 'minor', 'patch'];
+/** what a tag may hold once the placeholders are filled in (the OCI distribution spec's tag grammar) */
+const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+/** a Garden Linux version: numbers separated by dots (1877, 1877.3, 1877.3.1) */
+const VERSION = /^\d+(?:\.\d+)*$/;
+
+/**
+ * Parses the comma-separated ALIAS_TAGS. A template holds literal tag characters and the placeholders
+ * `{version}` (1877.3), `{major}` (1877), `{minor}` (3) and `{patch}`; one that uses a part a version lacks does not
+ * apply to it (`{major}.{minor}.{patch}` skips 1877.3).
+ */
+export function parseAliasTemplates(value: string): AliasTemplate[] {
+  const texts = value.split(',').map((t) => t.trim()).filter((t) => t !== '');
+  const seen = new Set<string>();
+  return texts.map((text) => {
+    if (seen.has(text)) throw new InputError(`ALIAS_TAGS names "${text}" twice`);
+    seen.add(text);
+    const placeholders = [...text.matchAll(PLACEHOLDER)].map((m) => m[1] as string);
+    const unknown = placeholders.find((p) => !KNOWN.includes(p as Placeholder));
+    if (unknown !== undefined) throw new InputError(`ALIAS_TAGS: "${text}" uses {${unknown}}; the placeholders are {version}, {major}, {minor} and {patch}`);
+    const sample = text.replace(PLACEHOLDER, '0');
+    if (!TAG.test(sample) || /[{}]/.test(sample)) {
+      throw new InputError(`ALIAS_TAGS: "${text}" does not make a valid tag (letters, digits, "_", "." and "-", at most 128, not starting with "." or "-")`);
+    }
+    if (placeholders.length === 0 && VERSION.test(text)) {
+      throw new InputError(`ALIAS_TAGS: "${text}" looks like a version; an alias that is a version would be overwritten by that version's index`);
+    }
+    return { text, placeholders: placeholders as Placeholder[] };
+  });
+}
+
+/** The alias a template names for a version, or undefined when it does not apply to it. */
+export function aliasFor(template: AliasTemplate, version: string): string | undefined {
+  if (!VERSION.test(version)) return template.placeholders.length === 0 ? template.text : undefined;
+  const parts = version.split('.');
+  const values: Record<Placeholder, string | undefined> = { version, major: parts[0], minor: parts[1], patch: parts[2] };
+  if (template.placeholders.some((p) => values[p] === undefined)) return undefined;
+  const alias = template.text.replace(PLACEHOLDER, (_, p: Placeholder) => values[p] as string);
+  // An alias that would be another version's own tag (`{major}` of 1877.3 is 1877, if 1877 is ever a version)
+  // is still the alias: versions of Garden Linux have two parts.
+  return TAG.test(alias) ? alias : undefined;
+}
+
+/** Garden Linux versions compared part by part, numerically: 1877.10 > 1877.9 > 1877 > 1592.18. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.');
+  const pb = b.split('.');
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i];
+    const y = pb[i];
+    if (x === undefined) return -1;
+    if (y === undefined) return 1;
+    const nx = /^\d+$/.test(x) ? Number(x) : NaN;
+    const ny = /^\d+$/.test(y) ? Number(y) : NaN;
+    if (!Number.isNaN(nx) && !Number.isNaN(ny)) {
+      if (nx !== ny) return nx < ny ? -1 : 1;
+    } else if (Number.isNaN(nx) !== Number.isNaN(ny)) {
+      // A number sorts above a word: 1877.3 above 1877.rc1.
+      return Number.isNaN(nx) ? -1 : 1;
+    } else if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
+export interface AliasGoal {
+  alias: string;
+  template: string;
+  /** the version the alias must hold: the highest of its group */
+  version: string;
+}
+
+/**
+ * The aliases that `version` belongs to, each with the version it must hold among `versions` (the versions
+ * published to the repository; `version` counts whether listed or not). `exclude`: versions that cannot be held
+ * (no index), passed over for the next highest.
+ */
+export function aliasGoals(templates: readonly AliasTemplate[], version: string, versions: Iterable<string>, exclude: ReadonlySet<string> = new Set()): AliasGoal[] {
+  const all = [...new Set([...versions, version])].filter((v) => !exclude.has(v));
+  const goals: AliasGoal[] = [];
+  for (const t of templates) {
+    const alias = aliasFor(t, version);
+    if (alias === undefined) continue;
+    const group = all.filter((v) => aliasFor(t, v) === alias).sort(compareVersions);
+    const highest = group.at(-1);
+    if (highest === undefined) continue;
+    // Two templates may name one alias (`{major}` and `{version}` of 1877): the higher goal wins.
+    const same = goals.findIndex((g) => g.alias === alias);
+    if (same < 0) goals.push({ alias, template: t.text, version: highest });
+    else if (compareVersions(highest, (goals[same] as AliasGoal).version) > 0) goals[same] = { alias, template: t.text, version: highest };
+  }
+  return goals;
+}

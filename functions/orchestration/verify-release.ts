@@ -1,0 +1,351 @@
+/**
+ * Checks a published version the way its readers see it, and reports every problem; it never writes.
+ *
+ * For the main repository and each container sub-repository that has the version:
+ * - the index `<repo>:<version>` exists and parses, and every entry resolves by digest, with the size and media
+ *   type the entry states;
+ * - each Garden Linux entry's tag `<version>-<cname>-<arch>` names the same digest, and every blob its manifest
+ *   names exists with the stated size (HEAD only);
+ * - each container entry's platform is its image config's, its blobs exist, and `<arch>-<version>` names the
+ *   first entry of its arch (the one a pull by platform gets);
+ * - records and index agree: every recorded build is in the index, no retracted build is, and entries no record
+ *   names are reported as warnings (another tool wrote them);
+ * - the aliases of ALIAS_TAGS hold what the rules say (follow-aliases.ts), `<arch>-<alias>` included;
+ * - with a public key: the cosign signature of every artifact manifest (and container image, when those are
+ *   signed) is there and passes both cosign's and gardenlinux-update's checks.
+ *
+ * Every registry request goes through one limiter, so a version of 100 builds is checked with a bounded number
+ * of requests in flight.
+ */
+import type { KeyObject } from 'node:crypto';
+import { parseBaseName, artifactManifestTag } from '../gardenlinux/naming';
+import type { AliasTemplate } from '../gardenlinux/release-aliases';
+import { containerWinners, effectiveRecords, type IndexRecord } from '../gardenlinux/version-index';
+import { ImageConfigSchema, ImageManifestSchema, IndexSchema, type Descriptor, type ImageIndex } from '../oci/descriptor';
+import { IMAGE_MANIFEST_TYPES, INDEX_TYPES } from '../oci/media-types';
+import { checkSignature } from '../signing/verify-signature';
+import type { Retraction, StateStore } from '../storage/state-store';
+import type { FetchedManifest, Target } from '../target/target';
+import { describeError } from '../util/errors';
+import { Limiter } from '../util/limiter';
+import { containerArches, publishedVersions, resolveAliasGoals, versionOfIndex } from './follow-aliases';
+
+export type CheckName = 'index' | 'entry' | 'tag' | 'blob' | 'container' | 'record' | 'alias' | 'signature';
+
+export interface Problem {
+  severity: 'error' | 'warning';
+  check: CheckName;
+  repository: string;
+  /** what is wrong: a tag, a digest, a build */
+  subject: string;
+  message: string;
+}
+
+export interface RepositoryReport {
+  repository: string;
+  /** the digest of `<repo>:<version>`, when it exists */
+  index?: string;
+  entries: number;
+  records: number;
+  blobs: number;
+  tags: number;
+  aliases: number;
+  signatures: number;
+  errors: number;
+  warnings: number;
+}
+
+export interface VerifyReport {
+  version: string;
+  /** no errors (warnings allowed) */
+  ok: boolean;
+  repositories: RepositoryReport[];
+  problems: Problem[];
+  durationMs: number;
+}
+
+export interface VerifyOptions {
+  state: StateStore;
+  /** the main repository first, then the container sub-repositories */
+  targets: readonly Target[];
+  version: string;
+  templates: readonly AliasTemplate[];
+  /** checks signatures when given (SIGNING_KEY's public key, or one given by hand) */
+  publicKey?: KeyObject;
+  /** container image manifests are signed too (SIGN_CONTAINER_IMAGES) */
+  signContainerImages?: boolean;
+  /** registry requests in flight at most */
+  concurrency?: number;
+  now?: () => number;
+}
+
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** A target whose every request waits for the shared limiter. */
+function limited(target: Target, limiter: Limiter): Target {
+  return {
+    id: target.id,
+    display: target.display,
+    repositoryName: target.repositoryName,
+    hasBlob: (d) => limiter.run(() => target.hasBlob(d)),
+    blobSize: (d) => limiter.run(() => target.blobSize(d)),
+    fetchBlob: (d, n) => limiter.run(() => target.fetchBlob(d, n)),
+    pushBlob: () => Promise.reject(new Error('verify never writes')),
+    resolve: (r) => limiter.run(() => target.resolve(r)),
+    getManifest: (r) => limiter.run(() => target.getManifest(r)),
+    putManifest: () => Promise.reject(new Error('verify never writes')),
+  };
+}
+
+function short(digest: string | undefined): string {
+  return digest === undefined ? 'nothing' : digest.replace(/^(sha256:[0-9a-f]{12})[0-9a-f]+$/, '$1…');
+}
+
+export async function verifyRelease(o: VerifyOptions): Promise<VerifyReport> {
+  const now = o.now ?? Date.now;
+  const started = now();
+  const limiter = new Limiter(o.concurrency ?? 16);
+  const problems: Problem[] = [];
+  const repositories: RepositoryReport[] = [];
+  for (const [i, raw] of o.targets.entries()) {
+    const report = await verifyRepository(o, limited(raw, limiter), i === 0, problems);
+    if (report) repositories.push(report);
+  }
+  return { version: o.version, ok: !problems.some((p) => p.severity === 'error'), repositories, problems, durationMs: now() - started };
+}
+
+interface Listed {
+  records: IndexRecord[];
+  retractions: Retraction[];
+}
+
+async function readRecords(state: StateStore, target: Target, version: string): Promise<Listed> {
+  const listing = await state.listVersion(target.id, version);
+  const entries = await Promise.all(listing.map((info) => state.readEntry(info)));
+  const out: Listed = { records: [], retractions: [] };
+  for (const e of entries) {
+    if (e?.kind === 'record') out.records.push(e.record);
+    else if (e?.kind === 'retraction') out.retractions.push(e.retraction);
+  }
+  return out;
+}
+
+async function verifyRepository(o: VerifyOptions, target: Target, isMain: boolean, problems: Problem[]): Promise<RepositoryReport | undefined> {
+  const report: RepositoryReport = { repository: target.display, entries: 0, records: 0, blobs: 0, tags: 0, aliases: 0, signatures: 0, errors: 0, warnings: 0 };
+  const add = (severity: Problem['severity'], check: CheckName, subject: string, message: string): void => {
+    problems.push({ severity, check, repository: target.display, subject, message });
+    if (severity === 'error') report.errors++;
+    else report.warnings++;
+  };
+  /** runs one check; a request that fails is a problem of that check, not the end of the run */
+  const attempt = async (check: CheckName, subject: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      add('error', check, subject, `could not be checked: ${describeError(err)}`);
+    }
+  };
+
+  const listed = await readRecords(o.state, target, o.version);
+  report.records = listed.records.length;
+  const snapshot = await target.getManifest(o.version);
+  // A sub-repository without this version (no container build of its flavors) is not part of it.
+  if (!isMain && !snapshot && listed.records.length === 0) return undefined;
+  const index = readIndex(snapshot, `${target.display}:${o.version}`, (m) => add('error', 'index', o.version, m));
+  if (index) {
+    report.index = snapshot?.digest;
+    report.entries = index.manifests.length;
+    await Promise.all([
+      ...index.manifests.map((entry) => attempt('entry', entry.annotations?.cname ?? entry.digest, () => checkEntry(o, target, entry, index, report, add))),
+      attempt('record', o.version, async () => checkRecords(listed, index, add)),
+    ]);
+  } else if (listed.records.length > 0 || isMain) {
+    add('error', 'index', o.version, snapshot ? 'is not a readable image index' : `${target.display}:${o.version} does not exist${listed.records.length > 0 ? ` although ${listed.records.length} builds are recorded; reindex ${o.version}` : ''}`);
+  }
+  if (o.templates.length > 0) await attempt('alias', o.version, () => checkAliases(o, target, report, add));
+  return report;
+}
+
+function readIndex(snapshot: FetchedManifest | undefined, what: string, fail: (message: string) => void): ImageIndex | undefined {
+  if (!snapshot) return undefined;
+  if (!INDEX_TYPES.includes(snapshot.mediaType)) {
+    fail(`${what} is a ${snapshot.mediaType}, not an image index`);
+    return undefined;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(snapshot.bytes.toString('utf8'));
+  } catch (err) {
+    fail(`${what} is not JSON: ${(err as Error).message}`);
+    return undefined;
+  }
+  const parsed = IndexSchema.safeParse(json);
+  if (!parsed.success) {
+    fail(`${what} is not an image index: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+    return undefined;
+  }
+  return parsed.data;
+}
+
+type Add = (severity: Problem['severity'], check: CheckName, subject: string, message: string) => void;
+
+function isContainerEntry(entry: Descriptor): boolean {
+  return entry.annotations?.cname === undefined && entry.platform?.os === 'linux';
+}
+
+async function checkEntry(o: VerifyOptions, target: Target, entry: Descriptor, index: ImageIndex, report: RepositoryReport, add: Add): Promise<void> {
+  const cname = entry.annotations?.cname;
+  const subject = cname ?? `${entry.platform?.architecture ?? '?'} image ${short(entry.digest)}`;
+  const manifest = await target.getManifest(entry.digest);
+  if (!manifest) {
+    add('error', 'entry', subject, `the index names ${entry.digest}, which does not exist in ${target.display}`);
+    return;
+  }
+  if (manifest.bytes.length !== entry.size) add('error', 'entry', subject, `${entry.digest} is ${manifest.bytes.length} bytes; the index says ${entry.size}`);
+  if (manifest.mediaType !== entry.mediaType) add('error', 'entry', subject, `${entry.digest} is a ${manifest.mediaType}; the index says ${entry.mediaType}`);
+
+  const checks: Array<Promise<void>> = [];
+  if (cname !== undefined) {
+    checks.push(checkTag(target, glTagOf(o.version, cname, entry), entry.digest, subject, report, add));
+  } else if (isContainerEntry(entry)) {
+    const arch = entry.platform?.architecture as string;
+    const first = index.manifests.find((m) => isContainerEntry(m) && m.platform?.architecture === arch);
+    if (first === entry) checks.push(checkTag(target, `${arch}-${o.version}`, entry.digest, subject, report, add));
+  }
+  if (IMAGE_MANIFEST_TYPES.includes(manifest.mediaType)) checks.push(checkBlobs(target, entry, manifest, subject, report, add));
+  const signed = cname !== undefined || (isContainerEntry(entry) && o.signContainerImages === true);
+  if (o.publicKey && signed) {
+    checks.push(
+      (async () => {
+        const s = await checkSignature(target, entry.digest, o.publicKey as KeyObject);
+        report.signatures++;
+        if (!s.cosign || !s.updater) {
+          const who = !s.cosign && !s.updater ? 'cosign and gardenlinux-update refuse it' : !s.cosign ? 'cosign refuses it' : 'gardenlinux-update refuses it';
+          add('error', 'signature', subject, `${s.tag}: ${who}: ${s.problem ?? 'no valid signature'}`);
+        }
+      })(),
+    );
+  }
+  await Promise.all(checks);
+}
+
+/** `<version>-<cname>-<arch>`: the tag gl-oci gives an artifact manifest. */
+function glTagOf(version: string, cname: string, entry: Descriptor): string {
+  try {
+    const name = parseBaseName(cname);
+    if (name.version === version) return artifactManifestTag(name);
+  } catch {
+    // not one of ours: build the tag from the entry
+  }
+  return `${version}-${cname}-${entry.platform?.architecture ?? 'unknown'}`;
+}
+
+async function checkTag(target: Target, tag: string, digest: string, subject: string, report: RepositoryReport, add: Add): Promise<void> {
+  const held = await target.resolve(tag);
+  report.tags++;
+  if (held === undefined) add('error', 'tag', tag, `${target.display}:${tag} does not exist; the index names ${short(digest)} for ${subject}`);
+  else if (held !== digest) add('error', 'tag', tag, `${target.display}:${tag} names ${short(held)}; the index names ${short(digest)} for ${subject}`);
+}
+
+async function checkBlobs(target: Target, entry: Descriptor, manifest: FetchedManifest, subject: string, report: RepositoryReport, add: Add): Promise<void> {
+  const parsed = ImageManifestSchema.safeParse(JSON.parse(manifest.bytes.toString('utf8')));
+  if (!parsed.success) {
+    add('error', 'entry', subject, `${entry.digest} is not a readable image manifest`);
+    return;
+  }
+  const blobs = [parsed.data.config, ...parsed.data.layers];
+  const checks = blobs.map(async (b, i) => {
+    const size = await target.blobSize(b.digest);
+    report.blobs++;
+    const what = i === 0 ? 'config' : (b.annotations?.['org.opencontainers.image.title'] ?? `layer ${i}`);
+    if (size === undefined) add('error', 'blob', subject, `${what} (${b.digest}) is missing from ${target.display}`);
+    else if (size !== b.size) add('error', 'blob', subject, `${what} (${short(b.digest)}) is ${size} bytes; the manifest says ${b.size}`);
+  });
+  if (isContainerEntry(entry)) checks.push(checkPlatform(target, entry, parsed.data.config, subject, add));
+  await Promise.all(checks);
+}
+
+/** A container entry's platform is its image's: a pull by platform must get an image of that platform. */
+async function checkPlatform(target: Target, entry: Descriptor, config: Descriptor, subject: string, add: Add): Promise<void> {
+  const bytes = await target.fetchBlob(config.digest, MAX_CONFIG_BYTES);
+  if (!bytes) return; // reported as a missing blob
+  const parsed = ImageConfigSchema.safeParse(JSON.parse(bytes.toString('utf8')));
+  if (!parsed.success) {
+    add('error', 'container', subject, `the image config ${short(config.digest)} is not readable`);
+    return;
+  }
+  const image = parsed.data;
+  const p = entry.platform;
+  const mismatch = (['architecture', 'os', 'variant'] as const).filter((k) => (image[k] ?? undefined) !== (p?.[k] ?? undefined));
+  if (mismatch.length > 0) {
+    add(
+      'error',
+      'container',
+      subject,
+      `the index entry says ${mismatch.map((k) => `${k} ${p?.[k] ?? '(none)'}`).join(', ')}; the image is ${mismatch.map((k) => `${k} ${image[k] ?? '(none)'}`).join(', ')}`,
+    );
+  }
+}
+
+function checkRecords(listed: Listed, index: ImageIndex, add: Add): void {
+  const digests = new Set(index.manifests.map((m) => m.digest));
+  const retracted = listed.retractions.map((r) => ({ base: r.base, digests: r.digests }));
+  const effective = effectiveRecords(listed.records, { retracted });
+  for (const r of effective) {
+    if (r.gardenlinux && !digests.has(r.gardenlinux.digest)) {
+      add('error', 'record', r.base, `recorded, but its artifact manifest ${short(r.gardenlinux.digest)} is not in the index; reindex the version`);
+    }
+  }
+  for (const r of containerWinners(effective).values()) {
+    const c = r.container as Descriptor;
+    if (!digests.has(c.digest)) add('error', 'record', r.base, `the newest ${c.platform?.architecture ?? ''} container build, but its image ${short(c.digest)} is not in the index; reindex the version`);
+  }
+  const recorded = new Set(listed.records.map((r) => r.base));
+  for (const r of listed.retractions) {
+    const still = index.manifests.filter((m) => m.annotations?.cname === r.base || r.digests.includes(m.digest));
+    if (still.length > 0) add('error', 'record', r.base, `retracted, but the index still names it (${still.map((m) => short(m.digest)).join(', ')}); reindex the version`);
+    recorded.add(r.base);
+  }
+  for (const m of index.manifests) {
+    const cname = m.annotations?.cname;
+    if (cname !== undefined && !recorded.has(cname)) add('warning', 'record', cname, 'in the index without a record: another tool wrote it, or its record was removed');
+  }
+}
+
+async function checkAliases(o: VerifyOptions, target: Target, report: RepositoryReport, add: Add): Promise<void> {
+  const versions = await publishedVersions(o.state, target);
+  if (!versions.includes(o.version)) return;
+  const { goals, sources } = await resolveAliasGoals(target, o.templates, o.version, versions);
+  await Promise.all(
+    goals.map(async (goal) => {
+      const source = sources.get(goal.version);
+      if (!source) return;
+      const expected = source.manifest.digest;
+      const held = await target.resolve(goal.alias);
+      report.aliases++;
+      if (held !== expected) {
+        const holds = held === undefined ? 'does not exist' : `holds ${short(held)}${await heldVersion(target, goal.alias)}`;
+        add('error', 'alias', goal.alias, `${target.display}:${goal.alias} ${holds}; by "${goal.template}" it must hold ${goal.version} (${short(expected)})`);
+      }
+      await Promise.all(
+        containerArches(source.index).map(async (arch) => {
+          const want = await target.resolve(`${arch}-${goal.version}`);
+          if (want === undefined) return; // reported by the tag check of that version
+          const tag = `${arch}-${goal.alias}`;
+          const has = await target.resolve(tag);
+          report.aliases++;
+          if (has !== want) add('error', 'alias', tag, `${target.display}:${tag} ${has === undefined ? 'does not exist' : `names ${short(has)}`}; it must name the image of ${arch}-${goal.version} (${short(want)})`);
+        }),
+      );
+    }),
+  );
+}
+
+/** " (the index of 1877.3)" when the alias holds a Garden Linux version index, else "". */
+async function heldVersion(target: Target, alias: string): Promise<string> {
+  const m = await target.getManifest(alias);
+  if (!m || !INDEX_TYPES.includes(m.mediaType)) return '';
+  const parsed = IndexSchema.safeParse(JSON.parse(m.bytes.toString('utf8')));
+  const v = parsed.success ? versionOfIndex(parsed.data) : undefined;
+  return v === undefined ? '' : ` (the index of ${v})`;
+}

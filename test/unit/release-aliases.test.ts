@@ -1,0 +1,55 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { aliasFor, aliasGoals, compareVersions, parseAliasTemplates } from '../../functions/gardenlinux/release-aliases';
+import { loadConfig } from '../../functions/publish/config';
+
+const t = (s: string) => parseAliasTemplates(s);
+
+describe('release alias templates (ALIAS_TAGS)', () => {
+  it('fills in the placeholders, and skips a template a version does not fit', () => {
+    const [latest, major, dotZero, full] = t('latest,{major},{version}.0,{major}.{minor}.{patch}');
+    assert.equal(aliasFor(latest!, '1877.3'), 'latest');
+    assert.equal(aliasFor(major!, '1877.3'), '1877');
+    assert.equal(aliasFor(dotZero!, '1877.3'), '1877.3.0');
+    assert.equal(aliasFor(full!, '1877.3'), undefined, 'no patch part');
+    assert.equal(aliasFor(full!, '1877.3.1'), '1877.3.1');
+    assert.equal(aliasFor(major!, 'today'), undefined, 'not a version');
+  });
+
+  it('refuses what would not make a tag, unknown placeholders and duplicates, naming the template', () => {
+    assert.throws(() => t('latest,{build}'), /"\{build\}" uses \{build\}; the placeholders are/);
+    assert.throws(() => t('latest,-x'), /"-x" does not make a valid tag/);
+    assert.throws(() => t('latest,latest'), /names "latest" twice/);
+    assert.throws(() => t('1877'), /looks like a version/);
+    assert.throws(() => loadConfig({ REGISTRY: 'ghcr.io/gl/gl', ALIAS_TAGS: 'latest,a b' }), /invalid configuration: ALIAS_TAGS: "a b" does not make a valid tag/);
+    assert.deepEqual(loadConfig({ REGISTRY: 'ghcr.io/gl/gl', ALIAS_TAGS: ' latest , {major} ' }).aliasTemplates.map((x) => x.text), ['latest', '{major}']);
+    assert.deepEqual(loadConfig({ REGISTRY: 'ghcr.io/gl/gl' }).aliasTemplates, []);
+  });
+});
+
+describe('comparing Garden Linux versions', () => {
+  it('compares part by part, numerically', () => {
+    const sorted = ['1877.10', '1592.18', '1877.9', '1877', '1877.3.1', '1877.3', '934.11'].sort(compareVersions);
+    assert.deepEqual(sorted, ['934.11', '1592.18', '1877', '1877.3', '1877.3.1', '1877.9', '1877.10']);
+    assert.equal(compareVersions('1877.3', '1877.3'), 0);
+  });
+});
+
+describe('which version each alias must hold', () => {
+  const templates = t('latest,{major},{version}.0');
+  const goal = (version: string, versions: string[], exclude: string[] = []) =>
+    Object.fromEntries(aliasGoals(templates, version, versions, new Set(exclude)).map((g) => [g.alias, g.version]));
+
+  it('latest goes to the highest version, {major} to the highest of its major, {version}.0 to the version itself', () => {
+    assert.deepEqual(goal('1877.3', ['1592.18', '1877.3', '1877.10']), { latest: '1877.10', '1877': '1877.10', '1877.3.0': '1877.3' });
+    assert.deepEqual(goal('1592.18', ['1592.18', '1877.3']), { latest: '1877.3', '1592': '1592.18', '1592.18.0': '1592.18' });
+  });
+
+  it('counts the version being published even before its records are listed', () => {
+    assert.deepEqual(goal('1877.4', ['1877.3']), { latest: '1877.4', '1877': '1877.4', '1877.4.0': '1877.4' });
+  });
+
+  it('passes over a version that cannot be held (no index)', () => {
+    assert.deepEqual(goal('1877.3', ['1877.3', '1877.4'], ['1877.4']), { latest: '1877.3', '1877': '1877.3', '1877.3.0': '1877.3' });
+  });
+});
