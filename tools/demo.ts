@@ -44,7 +44,7 @@ async function main(): Promise<void> {
 signing key (RSA-4096, generated): ${keyFile}, public key ${pubFile}`);
 
     const handler = createHandler({
-      env: { ...s3.env, REGISTRY: `oci-layout:${layout}`, LOG_LEVEL: 'info', SIGNING_KEY: `file:${keyFile}` },
+      env: { ...s3.env, REGISTRY: `oci-layout:${layout}`, LOG_LEVEL: 'info', SIGNING_KEY: `file:${keyFile}`, ALIAS_TAGS: 'latest,{major}' },
       logSink: (line) => logLines.push(line),
     });
     console.log(`\npublishing ${builds.length} builds at once to oci-layout:${layout} ...`);
@@ -86,6 +86,15 @@ signing key (RSA-4096, generated): ${keyFile}, public key ${pubFile}`);
       }
       console.log(`  ${kind.padEnd(58)} ${m.digest.slice(0, 19)}…${signature}`);
     }
+    const aliases = (rerun?.releaseAliases ?? []).map((a) => `${a.alias} → ${a.version}${(a.tags ?? []).map((t) => `, ${t.tag}`).join('')}`);
+    console.log(`\nrelease aliases (ALIAS_TAGS=latest,{major}): ${aliases.join('; ')}`);
+
+    // The check a release engineer runs afterwards: the same as `gl-oci-publish verify 1877.3`.
+    const { formatReport } = await import('../functions/publish/verify-table');
+    const checked = (await handler({ action: 'verify', bucket: BUCKET, version: '1877.3' }, { awsRequestId: 'demo-verify' })) as HandlerResult;
+    const report = checked.jobs[0]?.verify;
+    if (!report?.ok) process.exitCode = 1;
+    console.log(`\nverify 1877.3:\n${report ? formatReport(report) : 'no report'}`);
     await writeFile(join(out, 'publisher.log'), logLines.join('\n') + '\n');
     console.log(`\nlogs (JSON lines): ${join(out, 'publisher.log')}`);
     console.log(`look at the result:\n  skopeo inspect --raw oci:${layout}:1877.3\n  skopeo inspect oci:${layout}:amd64-1877.3`);

@@ -30,7 +30,8 @@ import { describeError } from '../util/errors';
 import { Limiter } from '../util/limiter';
 import { containerArches, publishedVersions, resolveAliasGoals, versionOfIndex } from './follow-aliases';
 
-export type CheckName = 'index' | 'entry' | 'tag' | 'blob' | 'container' | 'record' | 'alias' | 'signature';
+const CHECKS = ['index', 'entry', 'tag', 'blob', 'container', 'record', 'alias', 'signature'] as const;
+export type CheckName = (typeof CHECKS)[number];
 
 export interface Problem {
   severity: 'error' | 'warning';
@@ -111,6 +112,16 @@ export async function verifyRelease(o: VerifyOptions): Promise<VerifyReport> {
     const report = await verifyRepository(o, limited(raw, limiter), i === 0, problems);
     if (report) repositories.push(report);
   }
+  // Checks finish in any order; the report reads the same every time: errors first, then by repository and check.
+  const repoOrder = o.targets.map((t) => t.display);
+  problems.sort(
+    (a, b) =>
+      Number(a.severity === 'warning') - Number(b.severity === 'warning') ||
+      repoOrder.indexOf(a.repository) - repoOrder.indexOf(b.repository) ||
+      CHECKS.indexOf(a.check) - CHECKS.indexOf(b.check) ||
+      (a.subject < b.subject ? -1 : a.subject > b.subject ? 1 : 0) ||
+      (a.message < b.message ? -1 : a.message > b.message ? 1 : 0),
+  );
   return { version: o.version, ok: !problems.some((p) => p.severity === 'error'), repositories, problems, durationMs: now() - started };
 }
 
