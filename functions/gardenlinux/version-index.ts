@@ -16,6 +16,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { sha256Digest } from '../oci/digest';
 import type { Descriptor, ImageIndex } from '../oci/descriptor';
 import { MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
+import { pythonJson } from '../oci/python-json';
 import { InputError } from '../util/errors';
 import { containerTag, parseBaseName } from './naming';
 
@@ -232,7 +233,8 @@ export function renderVersionIndex(allRecords: readonly IndexRecord[], current: 
     manifests: [...containerSection, ...gardenlinuxSection, ...unnamed, ...foreignOther],
     ...otherFields,
   };
-  const bytes = Buffer.from(JSON.stringify(index));
+  // Python's json.dumps form, like the artifact manifests: gl-oci's digest of what it parsed is the registry's.
+  const bytes = Buffer.from(pythonJson(index));
   if (bytes.length > MAX_MANIFEST_BYTES) {
     throw new InputError(`the version index would be ${bytes.length} bytes, above the 4 MiB registries accept`);
   }
@@ -260,6 +262,8 @@ export function samePlace(a: ImageIndex | undefined, b: ImageIndex | undefined, 
 }
 
 /** True when writing `rendered` over `current` would change nothing a reader can see. */
-export function sameIndex(rendered: RenderedIndex, current: ImageIndex | undefined): boolean {
-  return current !== undefined && isDeepStrictEqual(rendered.index, current);
+export function sameIndex(rendered: RenderedIndex, current: { digest: string } | undefined): boolean {
+  // The bytes, not only the content: an index an older release wrote in compact JSON is written again once in
+  // the json.dumps form, so gl-oci's digest of it is the registry's.
+  return current !== undefined && rendered.digest === current.digest;
 }

@@ -35,6 +35,8 @@ export interface PublishContext {
   signer?: Signer;
   /** sign the container image manifests too */
   signContainerImages?: boolean;
+  /** `org.opencontainers.image.source` of the artifact manifests (IMAGE_SOURCE) */
+  imageSource?: string;
   /** release aliases moved after the version index (ALIAS_TAGS) */
   aliasTemplates?: readonly AliasTemplate[];
 }

@@ -310,7 +310,7 @@ async function writeRound(
     const tags = tagsToKeep(o, state, ex);
     const tagged = await mapLimit(tags, 4, (t) => o.target.resolve(t.tag));
     for (const t of tags) own.tags.set(t.tag, { tag: t.tag, digest: t.entry.digest, base: t.base, changed: own.tags.get(t.tag)?.changed ?? false });
-    const indexRight = rendered === undefined || sameIndex(rendered, snapshot?.index);
+    const indexRight = rendered === undefined || sameIndex(rendered, snapshot);
     const wrongTags = tags.filter((t, i) => tagged[i] !== t.entry.digest);
     if (indexRight && wrongTags.length === 0) return { count, snapshot };
     if (count === 0 && overtaken(o, state, own, rendered, snapshot, tags, tagged)) return { count, snapshot };

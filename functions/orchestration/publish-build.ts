@@ -186,7 +186,7 @@ async function publishFiles(
   ctx.deadline.ensure('pushing the manifests', MANIFESTS_MS);
   const featureSet = features ?? build.modifiers.join(',');
   if (features === undefined) log.warn('no GARDENLINUX_FEATURES in a .release file; using the metadata modifiers', { featureSet });
-  const manifest = buildArtifactManifest(build.name, featureSet, layers);
+  const manifest = buildArtifactManifest(build.name, featureSet, layers, ctx.imageSource);
   const result: BuildResult = { base, outcome: 'unchanged', indexes: [], bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
   let containerEntry: Descriptor | undefined;
   if (image !== undefined) {
@@ -283,7 +283,8 @@ function checkManifestSize(build: BuildMetadata, files: readonly SourceFile[]): 
     }
   }
   try {
-    buildArtifactManifest(build.name, `${build.modifiers.join(',')}${'_'.repeat(512)}`, layers);
+    // The longest feature set and IMAGE_SOURCE (at most 512 characters) the real manifest could have.
+    buildArtifactManifest(build.name, `${build.modifiers.join(',')}${'_'.repeat(512)}`, layers, '_'.repeat(512));
   } catch (err) {
     if (err instanceof InputError && /4 MiB/.test(err.message)) {
       throw new InputError(`the artifact manifest of ${build.name.base} (${files.length} files) would exceed the 4 MiB registries accept`);

@@ -4,6 +4,7 @@
  */
 import * as z from 'zod';
 import { isRepositoryPath, parseTargetLocation, type TargetLocation } from '../registry/location';
+import { GARDENLINUX_SOURCE } from '../gardenlinux/artifact-manifest';
 import { parseAliasTemplates, type AliasTemplate } from '../gardenlinux/release-aliases';
 import { parseSigningKey } from '../signing/signer';
 import { BUCKET_NAME } from '../storage/object-store';
@@ -51,6 +52,8 @@ export interface Config {
   signContainerImages: boolean;
   /** an endpoint for KMS (AWS_ENDPOINT_URL_KMS); a host in the key URI wins */
   kmsEndpoint?: string;
+  /** the source repository named in every artifact manifest (IMAGE_SOURCE) */
+  imageSource: string;
   /** release aliases that follow the highest version of their group (ALIAS_TAGS) */
   aliasTemplates: AliasTemplate[];
 }
@@ -132,6 +135,10 @@ const Env = z.object({
     .optional(),
   SIGN_CONTAINER_IMAGES: bool('SIGN_CONTAINER_IMAGES').default(false),
   ALIAS_TAGS: z.string().optional(),
+  IMAGE_SOURCE: z
+    .url({ message: 'IMAGE_SOURCE must be a URL, such as https://github.com/gardenlinux/gardenlinux' })
+    .max(512, 'IMAGE_SOURCE must be at most 512 characters')
+    .default(GARDENLINUX_SOURCE),
   VERIFY_PUBLIC_KEY: z.string().min(1, 'VERIFY_PUBLIC_KEY must name a PEM file').optional(),
   AWS_ENDPOINT_URL_KMS: z.url({ message: 'AWS_ENDPOINT_URL_KMS must be a URL' }).optional(),
   STOP_MARGIN_SECONDS: z.coerce
@@ -238,6 +245,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ...(e.VERIFY_PUBLIC_KEY ? { verifyPublicKey: e.VERIFY_PUBLIC_KEY } : {}),
     signContainerImages: e.SIGN_CONTAINER_IMAGES,
     ...(e.AWS_ENDPOINT_URL_KMS ? { kmsEndpoint: e.AWS_ENDPOINT_URL_KMS } : {}),
+    imageSource: e.IMAGE_SOURCE,
     aliasTemplates,
   };
 }

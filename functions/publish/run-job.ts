@@ -140,6 +140,7 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             rangePartBytes: rt.config.s3PartBytes,
             ...(rt.signer ? { signer: rt.signer, signContainerImages: rt.config.signContainerImages } : {}),
             aliasTemplates: rt.config.aliasTemplates,
+            imageSource: rt.config.imageSource,
           },
           job.key,
           { byHand: job.origin === 'manual' },

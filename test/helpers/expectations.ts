@@ -70,7 +70,12 @@ export function expectedArtifactManifest(b: SampleBuild): unknown {
       architecture: b.arch,
       feature_set: featureSet,
       commit: b.commit,
-      'org.opencontainers.image.description': `Image: ${b.base} Flavor: ${b.flavor} Architecture: ${b.arch} Features: ${featureSet} Commit: ${b.commit}`,
+      'org.opencontainers.image.description': `Image: ${b.base} Flavor: ${b.flavor} Architecture: ${b.arch} Features: ${featureSet} Commit: ${b.commit} `,
+      'org.opencontainers.image.architecture': b.arch,
+      'org.opencontainers.image.version': b.version,
+      'org.opencontainers.image.revision': b.commit,
+      'org.opencontainers.image.source': 'https://github.com/gardenlinux/gardenlinux',
+      'org.opencontainers.image.title': 'Garden Linux',
     },
   };
 }

@@ -30,23 +30,29 @@ function layer(title: string, mediaType: string, size: number, digest: string): 
 const RELEASE = layer('container-amd64-1877.3-75df9f40.release', 'application/io.gardenlinux.release', 812, d('a'));
 const OCI = layer('container-amd64-1877.3-75df9f40.oci', 'application/io.gardenlinux.image.archive.format.oci', 52428800, d('b'));
 
-/** Spec §3 written out: compact JSON with the spec's key order. Layers are given in the expected order. */
-function expectedJson(name: BaseName, featureSet: string, layers: ReadonlyArray<{ title: string; mediaType: string; size: number; digest: string }>): string {
+/**
+ * Spec §3 written out in Python's json.dumps form (", " and ": ", the spec's key order), with the standard
+ * annotations python-gardenlinux-lib 1.0 reads. Layers are given in the expected order.
+ */
+function expectedJson(name: BaseName, featureSet: string, layers: ReadonlyArray<{ title: string; mediaType: string; size: number; digest: string }>, source = 'https://github.com/gardenlinux/gardenlinux'): string {
   const layerJson = layers
     .map(
       (l) =>
-        `{"mediaType":"${l.mediaType}","size":${l.size},"digest":"${l.digest}",` +
-        `"annotations":{"org.opencontainers.image.title":"${l.title}","io.gardenlinux.image.layer.architecture":"${name.arch}"}}`,
+        `{"mediaType": "${l.mediaType}", "size": ${l.size}, "digest": "${l.digest}", ` +
+        `"annotations": {"org.opencontainers.image.title": "${l.title}", "io.gardenlinux.image.layer.architecture": "${name.arch}"}}`,
     )
-    .join(',');
+    .join(', ');
   return (
-    `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
-    `"config":{"mediaType":"application/vnd.unknown.config.v1+json","size":2,"digest":"${EMPTY_CONFIG_DIGEST}",` +
-    `"annotations":{"cname":"${name.base}","architecture":"${name.arch}"}},` +
-    `"layers":[${layerJson}],` +
-    `"annotations":{"version":"${name.version}","cname":"${name.base}","architecture":"${name.arch}",` +
-    `"feature_set":"${featureSet}","commit":"${name.commit}",` +
-    `"org.opencontainers.image.description":"Image: ${name.base} Flavor: ${name.flavor} Architecture: ${name.arch} Features: ${featureSet} Commit: ${name.commit}"}}`
+    `{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", ` +
+    `"config": {"mediaType": "application/vnd.unknown.config.v1+json", "size": 2, "digest": "${EMPTY_CONFIG_DIGEST}", ` +
+    `"annotations": {"cname": "${name.base}", "architecture": "${name.arch}"}}, ` +
+    `"layers": [${layerJson}], ` +
+    `"annotations": {"version": "${name.version}", "cname": "${name.base}", "architecture": "${name.arch}", ` +
+    `"feature_set": "${featureSet}", "commit": "${name.commit}", ` +
+    `"org.opencontainers.image.description": "Image: ${name.base} Flavor: ${name.flavor} Architecture: ${name.arch} Features: ${featureSet} Commit: ${name.commit} ", ` +
+    `"org.opencontainers.image.architecture": "${name.arch}", "org.opencontainers.image.version": "${name.version}", ` +
+    `"org.opencontainers.image.revision": "${name.commit}", "org.opencontainers.image.source": "${source}", ` +
+    `"org.opencontainers.image.title": "Garden Linux"}}`
   );
 }
 
@@ -56,22 +62,55 @@ function titles(bytes: Buffer): string[] {
 }
 
 describe('buildArtifactManifest: the manifest bytes (spec §3)', () => {
-  it('writes exactly the spec layout: compact JSON, key order as in the spec example', () => {
+  it("writes exactly the spec layout in Python's json.dumps form, key order as in the spec example", () => {
     const m = buildArtifactManifest(NAME, FEATURES, [RELEASE]);
     assert.equal(
       m.bytes.toString('utf8'),
-      '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",' +
-        '"config":{"mediaType":"application/vnd.unknown.config.v1+json","size":2,' +
-        '"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",' +
-        '"annotations":{"cname":"container-amd64-1877.3-75df9f40","architecture":"amd64"}},' +
-        '"layers":[{"mediaType":"application/io.gardenlinux.release","size":812,' +
-        '"digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",' +
-        '"annotations":{"org.opencontainers.image.title":"container-amd64-1877.3-75df9f40.release",' +
-        '"io.gardenlinux.image.layer.architecture":"amd64"}}],' +
-        '"annotations":{"version":"1877.3","cname":"container-amd64-1877.3-75df9f40","architecture":"amd64",' +
-        '"feature_set":"_slim,base,container","commit":"75df9f40",' +
-        '"org.opencontainers.image.description":"Image: container-amd64-1877.3-75df9f40 Flavor: container Architecture: amd64 Features: _slim,base,container Commit: 75df9f40"}}',
+        '{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "appli' +
+        'cation/vnd.unknown.config.v1+json", "size": 2, "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77' +
+        'e8310c060f61caaff8a", "annotations": {"cname": "container-amd64-1877.3-75df9f40", "architecture": "amd64"}}, "' +
+        'layers": [{"mediaType": "application/io.gardenlinux.release", "size": 812, "digest": "sha256:aaaaaaaaaaaaaaaaa' +
+        'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "annotations": {"org.opencontainers.image.title": "container' +
+        '-amd64-1877.3-75df9f40.release", "io.gardenlinux.image.layer.architecture": "amd64"}}], "annotations": {"versi' +
+        'on": "1877.3", "cname": "container-amd64-1877.3-75df9f40", "architecture": "amd64", "feature_set": "_slim,base' +
+        ',container", "commit": "75df9f40", "org.opencontainers.image.description": "Image: container-amd64-1877.3-75df' +
+        '9f40 Flavor: container Architecture: amd64 Features: _slim,base,container Commit: 75df9f40 ", "org.opencontain' +
+        'ers.image.architecture": "amd64", "org.opencontainers.image.version": "1877.3", "org.opencontainers.image.revi' +
+        'sion": "75df9f40", "org.opencontainers.image.source": "https://github.com/gardenlinux/gardenlinux", "org.openc' +
+        'ontainers.image.title": "Garden Linux"}}',
     );
+  });
+
+  it("pins gl-oci's description, its trailing space included", () => {
+    const m = JSON.parse(buildArtifactManifest(NAME, FEATURES, [RELEASE]).bytes.toString('utf8')) as { annotations: Record<string, string> };
+    assert.equal(
+      m.annotations['org.opencontainers.image.description'],
+      'Image: container-amd64-1877.3-75df9f40 Flavor: container Architecture: amd64 Features: _slim,base,container Commit: 75df9f40 ',
+    );
+  });
+
+  it('adds the standard annotations from the build, keeping every existing one, with a configurable source', () => {
+    const m = JSON.parse(buildArtifactManifest(NAME, FEATURES, [RELEASE], 'https://github.com/example/gardenlinux-fork').bytes.toString('utf8')) as {
+      annotations: Record<string, string>;
+    };
+    assert.deepEqual(Object.keys(m.annotations), [
+      'version',
+      'cname',
+      'architecture',
+      'feature_set',
+      'commit',
+      'org.opencontainers.image.description',
+      'org.opencontainers.image.architecture',
+      'org.opencontainers.image.version',
+      'org.opencontainers.image.revision',
+      'org.opencontainers.image.source',
+      'org.opencontainers.image.title',
+    ]);
+    assert.equal(m.annotations['org.opencontainers.image.architecture'], 'amd64');
+    assert.equal(m.annotations['org.opencontainers.image.version'], '1877.3');
+    assert.equal(m.annotations['org.opencontainers.image.revision'], '75df9f40');
+    assert.equal(m.annotations['org.opencontainers.image.source'], 'https://github.com/example/gardenlinux-fork');
+    assert.equal(m.annotations['org.opencontainers.image.title'], 'Garden Linux');
   });
 
   it('writes one layer per file with its media type, size, digest, title and architecture', () => {

@@ -40,6 +40,7 @@ describe('loadConfig: defaults', () => {
       s3Readers: 1,
       s3PartBytes: 8 * 1024 * 1024,
       signContainerImages: false,
+      imageSource: 'https://github.com/gardenlinux/gardenlinux',
       aliasTemplates: [],
     });
     assert.equal('credentials' in config, false);
@@ -81,6 +82,7 @@ describe('loadConfig: defaults', () => {
       AWS_ENDPOINT_URL_KMS: 'http://127.0.0.1:4566',
       ALIAS_TAGS: 'latest,{major}',
       VERIFY_PUBLIC_KEY: '/keys/oci-sign.pub',
+      IMAGE_SOURCE: 'https://github.com/example/gardenlinux-fork',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl/nightly' },
@@ -105,6 +107,7 @@ describe('loadConfig: defaults', () => {
       signContainerImages: true,
       kmsEndpoint: 'http://127.0.0.1:4566',
       verifyPublicKey: '/keys/oci-sign.pub',
+      imageSource: 'https://github.com/example/gardenlinux-fork',
       aliasTemplates: [
         { text: 'latest', placeholders: [] },
         { text: '{major}', placeholders: ['major'] },
@@ -132,6 +135,7 @@ describe('loadConfig: defaults', () => {
       AWS_ENDPOINT_URL_KMS: '',
       ALIAS_TAGS: '',
       VERIFY_PUBLIC_KEY: '',
+      IMAGE_SOURCE: '',
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' },
@@ -149,6 +153,7 @@ describe('loadConfig: defaults', () => {
       s3Readers: 1,
       s3PartBytes: 8 * 1024 * 1024,
       signContainerImages: false,
+      imageSource: 'https://github.com/gardenlinux/gardenlinux',
       aliasTemplates: [],
     });
   });

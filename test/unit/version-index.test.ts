@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { pythonJson } from '../../functions/oci/python-json';
 import { compareBuilds, containerTags, renderVersionIndex, sameIndex, samePlace, type IndexRecord, type RenderedIndex } from '../../functions/gardenlinux/version-index';
 import type { Descriptor, ImageIndex } from '../../functions/oci/descriptor';
 import { InputError } from '../../functions/util/errors';
@@ -89,16 +90,17 @@ describe('renderVersionIndex: the spec §5 layout', () => {
     const amd = containerRecord('amd64', '75df9f40', T1, '1', '3');
     const arm = containerRecord('arm64', '75df9f40', T1, '2', '4');
     const r = render([arm, amd], undefined);
+    // Python's json.dumps form (", " and ": "), as gl-oci writes and digests it.
     const expected =
-      '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[' +
-      `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"${d('1')}","size":406,"platform":{"architecture":"amd64","os":"linux"}},` +
-      `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"${d('2')}","size":406,"platform":{"architecture":"arm64","os":"linux"}},` +
-      `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"${d('3')}","size":3667,` +
-      '"annotations":{"cname":"container-amd64-1877.3-75df9f40","architecture":"amd64","feature_set":"_slim,base,container"},' +
-      '"platform":{"architecture":"amd64","os":"gardenlinux","os.version":"1877.3"}},' +
-      `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"${d('4')}","size":3667,` +
-      '"annotations":{"cname":"container-arm64-1877.3-75df9f40","architecture":"arm64","feature_set":"_slim,base,container"},' +
-      '"platform":{"architecture":"arm64","os":"gardenlinux","os.version":"1877.3"}}]}';
+      '{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [' +
+      `{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "${d('1')}", "size": 406, "platform": {"architecture": "amd64", "os": "linux"}}, ` +
+      `{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "${d('2')}", "size": 406, "platform": {"architecture": "arm64", "os": "linux"}}, ` +
+      `{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "${d('3')}", "size": 3667, ` +
+      '"annotations": {"cname": "container-amd64-1877.3-75df9f40", "architecture": "amd64", "feature_set": "_slim,base,container"}, ' +
+      '"platform": {"architecture": "amd64", "os": "gardenlinux", "os.version": "1877.3"}}, ' +
+      `{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "${d('4')}", "size": 3667, ` +
+      '"annotations": {"cname": "container-arm64-1877.3-75df9f40", "architecture": "arm64", "feature_set": "_slim,base,container"}, ' +
+      '"platform": {"architecture": "arm64", "os": "gardenlinux", "os.version": "1877.3"}}]}';
     assert.equal(r.bytes.toString('utf8'), expected);
     assert.equal(r.digest, sha256(expected));
     assert.deepEqual(r.index, JSON.parse(expected));
@@ -283,7 +285,7 @@ describe('renderVersionIndex: merging with the current index', () => {
     const r = render([glRecord('metal', 'amd64', '11111111', T1, '1')], current);
     // kvm-amd64 before metal-amd64: the groups are in flavor-arch order.
     assert.deepEqual(r.index.manifests[0], foreign);
-    assert.match(r.bytes.toString('utf8'), /"artifactType":"application\/vnd.gardenlinux","data":"e30="/);
+    assert.match(r.bytes.toString('utf8'), /"artifactType": "application\/vnd.gardenlinux", "data": "e30="/);
   });
 
   it('collapses exact duplicates of the current index', () => {
@@ -324,7 +326,7 @@ describe('renderVersionIndex: merging with the current index', () => {
 
   it('renders a current index without entries as an empty OCI index', () => {
     const r = render([], { schemaVersion: 2, manifests: [] });
-    assert.equal(r.bytes.toString('utf8'), '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}');
+    assert.equal(r.bytes.toString('utf8'), '{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}');
   });
 
   it('merges into a Docker manifest list, keeping its entries and writing an OCI index', () => {
@@ -334,7 +336,7 @@ describe('renderVersionIndex: merging with the current index', () => {
     const r = render([glRecord('metal', 'amd64', '11111111', T1, '1')], current);
     assert.equal(r.index.mediaType, OCI_INDEX);
     assert.deepEqual(r.index.manifests, [dockerAmd, dockerArm, glEntry('metal-amd64-1877.3-11111111', 'amd64', d('1'))]);
-    assert.equal(sameIndex(r, current), false);
+    assert.equal(sameIndex(r, stored(current)), false);
   });
 
   it('replaces a Docker manifest list container entry by os/architecture', () => {
@@ -358,13 +360,18 @@ describe('renderVersionIndex: merging with the current index', () => {
   });
 });
 
+/** An index as the registry holds it: its digest, of the bytes given or of the form the publisher writes. */
+function stored(index: ImageIndex, bytes: Buffer = Buffer.from(pythonJson(index))): { digest: string } {
+  return { digest: sha256(bytes) };
+}
+
 describe('sameIndex', () => {
   const records = [containerRecord('amd64', '11111111', T1, '1', '2'), glRecord('metal', 'arm64', '11111111', T1, '3')];
 
   it('is true when the current index is what would be written', () => {
     const r = render(records);
     const current = JSON.parse(r.bytes.toString('utf8')) as ImageIndex;
-    assert.equal(sameIndex(render(records, current), current), true);
+    assert.equal(sameIndex(render(records, current), stored(current)), true);
   });
 
   it('is true for an index with foreign entries and annotations that the records do not change', () => {
@@ -375,7 +382,13 @@ describe('sameIndex', () => {
       annotations: { a: 'b' },
     });
     const current = JSON.parse(first.bytes.toString('utf8')) as ImageIndex;
-    assert.equal(sameIndex(render(records, current), current), true);
+    assert.equal(sameIndex(render(records, current), stored(current)), true);
+  });
+
+  it('is false for the same content in the compact JSON an older release wrote: it is written once more', () => {
+    const current = JSON.parse(render(records).bytes.toString('utf8')) as ImageIndex;
+    assert.equal(sameIndex(render(records, current), stored(current, Buffer.from(JSON.stringify(current)))), false);
+    assert.equal(sameIndex(render(records, current), stored(current)), true);
   });
 
   it('is false when there is no current index', () => {
@@ -385,31 +398,31 @@ describe('sameIndex', () => {
   it('is false when an entry would change', () => {
     const current = JSON.parse(render(records).bytes.toString('utf8')) as ImageIndex;
     const changed = [containerRecord('amd64', '11111111', T1, '1', '4'), records[1]!];
-    assert.equal(sameIndex(render(changed, current), current), false);
+    assert.equal(sameIndex(render(changed, current), stored(current)), false);
   });
 
   it('is false when an entry would be added', () => {
     const current = JSON.parse(render(records).bytes.toString('utf8')) as ImageIndex;
-    assert.equal(sameIndex(render([...records, glRecord('aws', 'amd64', '11111111', T1, '5')], current), current), false);
+    assert.equal(sameIndex(render([...records, glRecord('aws', 'amd64', '11111111', T1, '5')], current), stored(current)), false);
   });
 
   it('is false when the entries would be reordered', () => {
     const r = render(records);
     const current = JSON.parse(r.bytes.toString('utf8')) as ImageIndex;
     const reordered: ImageIndex = { ...current, manifests: [...current.manifests].reverse() };
-    assert.equal(sameIndex(render(records, reordered), reordered), false);
+    assert.equal(sameIndex(render(records, reordered), stored(reordered)), false);
   });
 
   it('is false when duplicates would be collapsed', () => {
     const current = JSON.parse(render(records).bytes.toString('utf8')) as ImageIndex;
     const withDup: ImageIndex = { ...current, manifests: [...current.manifests, current.manifests[2]!] };
-    assert.equal(sameIndex(render(records, withDup), withDup), false);
+    assert.equal(sameIndex(render(records, withDup), stored(withDup)), false);
   });
 
   it('is false when the current index lacks the media type that would be written', () => {
     const current = JSON.parse(render(records).bytes.toString('utf8')) as ImageIndex;
     const { mediaType: _m, ...withoutType } = current;
-    assert.equal(sameIndex(render(records, withoutType), withoutType), false);
+    assert.equal(sameIndex(render(records, withoutType), stored(withoutType)), false);
   });
 });
 

@@ -1,0 +1,92 @@
+/**
+ * The CloudWatch dashboard of infra/failure-queue-and-alarms.yml shows only metrics the code emits: the same
+ * namespace, names and dimensions as the embedded-metric lines of functions/publish/metrics.ts (taken from a
+ * record the code writes, not from constants), and the failure queue of the same stack. So the picture cannot
+ * silently go blank when a metric is renamed.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import YAML from 'yaml';
+import { metricsRecord } from '../../functions/publish/metrics';
+import type { JobSummary } from '../../functions/publish/run-job';
+
+interface Template {
+  Parameters: Record<string, unknown>;
+  Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
+}
+type MetricLine = [string, string, ...unknown[]];
+interface Widget {
+  type: string;
+  properties: { title?: string; metrics?: MetricLine[]; period?: number; stat?: string; alarms?: string[]; annotations?: { alarms?: string[] } };
+}
+
+const template = YAML.parse(readFileSync('infra/failure-queue-and-alarms.yml', 'utf8')) as Template;
+const dashboard = template.Resources.Dashboard;
+const body = (dashboard?.Properties.DashboardBody as { 'Fn::Sub': string })['Fn::Sub'];
+const references = [...body.matchAll(/\$\{([^}]+)\}/g)].map((m) => m[1] as string);
+// CloudFormation fills these in; for reading the JSON, each becomes its own name.
+const widgets = (JSON.parse(body.replace(/\$\{([^}]+)\}/g, '<$1>')) as { widgets: Widget[] }).widgets;
+
+/** What the code writes for one job: the namespace, dimension sets, metric names and dimension values. */
+const summary: JobSummary = { job: 'publish', outcome: 'published', bytesUploaded: 1, bytesRead: 1, blobsUploaded: 1, blobsSkipped: 0, durationMs: 1 };
+const record = metricsRecord(summary) as { _aws: { CloudWatchMetrics: Array<{ Namespace: string; Dimensions: string[][]; Metrics: Array<{ Name: string }> }> } } & Record<string, unknown>;
+const emitted = record._aws.CloudWatchMetrics[0] as { Namespace: string; Dimensions: string[][]; Metrics: Array<{ Name: string }> };
+const emittedNames = emitted.Metrics.map((m) => m.Name);
+
+function split(line: MetricLine): { namespace: string; name: string; dimensions: Record<string, unknown>; options: Record<string, unknown> } {
+  const [namespace, name, ...rest] = line;
+  const options = rest.length % 2 === 1 ? (rest.pop() as Record<string, unknown>) : {};
+  const dimensions: Record<string, unknown> = {};
+  for (let i = 0; i < rest.length; i += 2) dimensions[rest[i] as string] = rest[i + 1];
+  return { namespace, name, dimensions, options };
+}
+
+const metricWidgets = widgets.filter((w) => w.type === 'metric');
+const lines = metricWidgets.flatMap((w) => (w.properties.metrics ?? []).map((l) => ({ widget: w, ...split(l) })));
+
+describe('the CloudWatch dashboard (infra/failure-queue-and-alarms.yml)', () => {
+  it('refers only to parameters, pseudo-parameters and resources of its stack', () => {
+    assert.ok(references.length > 0);
+    for (const ref of references) {
+      const [name] = ref.split('.');
+      assert.ok(ref.startsWith('AWS::') || (name as string) in template.Parameters || (name as string) in template.Resources, `\${${ref}} names nothing in the template`);
+    }
+  });
+
+  it("shows only metrics the code emits, with the code's namespace and dimensions", () => {
+    const own = lines.filter((l) => l.namespace === emitted.Namespace);
+    assert.ok(own.length > 0);
+    for (const l of own) {
+      assert.ok(emittedNames.includes(l.name), `${l.widget.properties.title}: ${l.name} is not a metric the code emits (${emittedNames.join(', ')})`);
+      assert.ok(emitted.Dimensions.some((set) => JSON.stringify([...set].sort()) === JSON.stringify(Object.keys(l.dimensions).sort())), `${l.name}: dimensions ${Object.keys(l.dimensions).join(',')}`);
+      for (const [k, v] of Object.entries(l.dimensions)) assert.equal(v, record[k], `${l.name}: dimension ${k}`);
+    }
+    const others = lines.filter((l) => l.namespace !== emitted.Namespace);
+    for (const l of others) {
+      assert.deepEqual([l.namespace, l.name, l.dimensions], ['AWS/SQS', 'ApproximateNumberOfMessagesVisible', { QueueName: '<FailureQueue.QueueName>' }], 'the failure queue of this stack, as its alarm watches it');
+    }
+    const alarm = template.Resources.FailureQueueDepthAlarm?.Properties as { Namespace: string; MetricName: string };
+    assert.deepEqual([alarm.Namespace, alarm.MetricName], ['AWS/SQS', 'ApproximateNumberOfMessagesVisible']);
+  });
+
+  it('shows publications by outcome, bytes uploaded and duration p50/p95, per hour and per day', () => {
+    const shown = (name: string, period: number, stat?: string) =>
+      lines.some((l) => l.name === name && ((l.options.period as number | undefined) ?? l.widget.properties.period) === period && (stat === undefined || ((l.options.stat as string | undefined) ?? l.widget.properties.stat) === stat));
+    for (const period of [3600, 86400]) {
+      for (const name of ['Published', 'Unchanged', 'Skipped', 'Failed']) assert.ok(shown(name, period, 'Sum'), `${name} per ${period} s`);
+      assert.ok(shown('BytesUploaded', period, 'Sum'), `BytesUploaded per ${period} s`);
+      assert.ok(shown('Duration', period, 'p50') && shown('Duration', period, 'p95'), `Duration p50 and p95 per ${period} s`);
+      assert.ok(shown('ApproximateNumberOfMessagesVisible', period), `the failure queue per ${period} s`);
+    }
+  });
+
+  it("shows the failure queue's alarm, and the stack's alarms exist", () => {
+    const alarms = widgets.flatMap((w) => [...(w.properties.alarms ?? []), ...(w.properties.annotations?.alarms ?? [])]);
+    assert.ok(alarms.includes('<FailureQueueDepthAlarm.Arn>'));
+    for (const a of alarms) {
+      const name = /^<(\w+)\.Arn>$/.exec(a)?.[1] as string;
+      assert.equal(template.Resources[name]?.Type, 'AWS::CloudWatch::Alarm', a);
+    }
+  });
+});
