@@ -3,6 +3,10 @@
 // that `npm run build` writes.
 import { existsSync } from 'node:fs';
 
+// The AWS SDK's notice about future Node.js versions is for developers of the SDK's users, not for a person
+// running this command; the Lambda runs Node.js 22 and never shows it.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 let main;
 try {
   const { register } = await import('tsx/esm/api');

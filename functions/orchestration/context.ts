@@ -7,6 +7,16 @@ import type { TargetSet } from '../target/target';
 import type { Deadline } from '../util/deadline';
 import type { Logger } from '../util/log';
 
+/**
+ * Told about every blob upload as it goes (the CLI draws a progress line per file from it); the Lambda has none.
+ * `started` returns a handle that the other calls name.
+ */
+export interface TransferObserver {
+  started(what: string, size: number): number;
+  advanced(handle: number, bytes: number): void;
+  finished(handle: number): void;
+}
+
 export interface PublishContext {
   /** the bucket (or directory) the event names */
   source: ObjectStore;
@@ -37,6 +47,8 @@ export interface PublishContext {
   signContainerImages?: boolean;
   /** `org.opencontainers.image.source` of the artifact manifests (IMAGE_SOURCE) */
   imageSource?: string;
+  /** uploads as they go, for a person watching */
+  progress?: TransferObserver;
   /** release aliases moved after the version index (ALIAS_TAGS) */
   aliasTemplates?: readonly AliasTemplate[];
 }

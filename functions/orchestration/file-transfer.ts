@@ -137,12 +137,22 @@ export class FileTransfer {
     const deadline = this.ctx.deadline;
     deadline.ensure(`uploading ${blob.what}`, this.stats.estimateMs(blob.size));
     let r: UploadResult;
+    const observer = this.ctx.progress;
+    const handle = observer?.started(blob.what, blob.size);
     try {
-      r = await target.pushBlob({ ...blob, onBytes: (n) => this.stats.uploaded(n) });
+      r = await target.pushBlob({
+        ...blob,
+        onBytes: (n) => {
+          this.stats.uploaded(n);
+          if (handle !== undefined) observer?.advanced(handle, n);
+        },
+      });
     } catch (err) {
       // Stopped at the margin: whichever stream noticed first, the cause is the time.
       if (deadline.signal.aborted) throw deadline.signal.reason;
       throw err;
+    } finally {
+      if (handle !== undefined) observer?.finished(handle);
     }
     this.stats.blobsUploaded++;
     this.log.debug('blob uploaded', { blob: blob.what, digest: r.digest, size: r.size, target: target.display });

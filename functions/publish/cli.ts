@@ -1,13 +1,15 @@
 /**
  * `gl-oci-publish`: the Lambda's code outside Lambda. Configuration comes from the same environment variables;
- * options override them. Log lines go to stderr, the job summaries (JSON) to stdout; the exit code is 1 when a
- * job failed, 2 when the command line was wrong.
+ * options override them. At a terminal it shows progress and a readable summary (cli-display.ts); otherwise, or
+ * with --json, JSON log lines go to stderr and the job summaries to stdout. The exit code is 1 when a job failed,
+ * 2 when the command line was wrong.
  */
 import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { isBaseName, metadataKey } from '../gardenlinux/naming';
 import { describeError } from '../util/errors';
 import { createHandler, JobsFailedError, type HandlerResult, type SqsBatchResult } from './handler';
+import { createDisplay } from './cli-display';
 import { formatReport } from './verify-table';
 
 interface Globals {
@@ -20,6 +22,8 @@ interface Globals {
   signingKey?: string;
   signContainerImages?: boolean;
   aliasTags?: string;
+  json?: boolean;
+  quiet?: boolean;
 }
 
 /** Placeholder bucket name when a local directory stands in for S3. */
@@ -41,26 +45,40 @@ function environment(globals: Globals, dir?: string): Record<string, string | un
   };
 }
 
-/** Runs the handler once; prints a failure and sets the exit status. Undefined when it threw. */
-async function invoke(globals: Globals, event: unknown, dir?: string, extraEnv: Record<string, string> = {}): Promise<HandlerResult | SqsBatchResult | undefined> {
-  const handler = createHandler({ env: { ...environment(globals, dir), ...extraEnv }, logSink: (line) => process.stderr.write(line + '\n') });
+/**
+ * Runs the handler once with the display the situation asks for; prints a failure as one line and sets the exit
+ * status. `summaries`: print the job summaries (the verify command prints its report instead).
+ */
+async function invoke(
+  globals: Globals,
+  event: unknown,
+  dir?: string,
+  extraEnv: Record<string, string> = {},
+  summaries = true,
+): Promise<HandlerResult | SqsBatchResult | undefined> {
+  const display = createDisplay({ json: globals.json === true, quiet: globals.quiet === true, stdout: process.stdout, stderr: process.stderr });
+  const handler = createHandler({
+    env: { ...environment(globals, dir), ...extraEnv },
+    logSink: (line) => display.logSink(line),
+    ...(display.progress ? { progress: display.progress } : {}),
+  });
   try {
-    return await handler(event, { awsRequestId: `cli-${process.pid}` });
+    const result = await handler(event, { awsRequestId: `cli-${process.pid}` });
+    if (summaries) display.summaries(result);
+    if ('batchItemFailures' in result && result.batchItemFailures.length > 0) process.exitCode = 1;
+    return result;
   } catch (err) {
-    if (err instanceof JobsFailedError) {
-      process.stdout.write(JSON.stringify({ jobs: err.summaries }, null, 2) + '\n');
-    }
+    if (err instanceof JobsFailedError && summaries) display.summaries({ jobs: err.summaries });
     process.stderr.write(`gl-oci-publish: ${describeError(err)}\n`);
     process.exitCode = 1;
     return undefined;
+  } finally {
+    display.stop();
   }
 }
 
 async function run(globals: Globals, event: unknown, dir?: string): Promise<void> {
-  const result = await invoke(globals, event, dir);
-  if (result === undefined) return;
-  process.stdout.write(JSON.stringify(result, null, 2) + '\n');
-  if ('batchItemFailures' in result && result.batchItemFailures.length > 0) process.exitCode = 1;
+  await invoke(globals, event, dir);
 }
 
 /** Where the publisher records are: a bucket (else STATE_BUCKET), or the directory used to publish. */
@@ -74,6 +92,10 @@ function source(options: { bucket?: string; dir?: string }): { bucket: string; d
   if (options.dir) return { bucket: LOCAL_BUCKET, dir: options.dir };
   if (options.bucket) return { bucket: options.bucket };
   throw new Error('say where the build is: --bucket <name> (S3) or --dir <path> (a directory laid out like the bucket)');
+}
+
+function example(command: string): string {
+  return `\nExample:\n  ${command}\n`;
 }
 
 export function buildProgram(): Command {
@@ -91,6 +113,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--container-repositories <json>', 'container flavor to sub-repository map').env('CONTAINER_REPOSITORIES'))
     .addOption(new Option('-j, --concurrency <n>', 'blobs uploaded at once').env('BLOB_CONCURRENCY'))
     .addOption(new Option('--log-level <level>', 'debug, info, warn or error').env('LOG_LEVEL'))
+    .addOption(new Option('--json', 'JSON log lines on stderr and JSON summaries on stdout, as the Lambda (the default when stderr is not a terminal)'))
+    .addOption(new Option('-q, --quiet', 'print only errors and the final summary'))
     .addOption(
       new Option('-k, --signing-key <key>', 'sign artifact manifests (cosign .sig): file:<PEM private key> or awskms:///<key id, ARN or alias>').env(
         'SIGNING_KEY',
@@ -124,6 +148,7 @@ Examples:
     .argument('<build>', 'base name (container-amd64-1877.3-75df9f40) or metadata key')
     .option('-b, --bucket <bucket>', 'read the build from this S3 bucket')
     .option('-d, --dir <path>', 'read the build from a local directory laid out like the bucket')
+    .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux publish container-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases'))
     .action(async (build: string, options: { bucket?: string; dir?: string }) => {
       const s = source(options);
       // A typo (a path, a missing part) would look up a key that is no build and end `skipped`: refused instead.
@@ -140,6 +165,7 @@ Examples:
     .argument('<version>', 'Garden Linux version, e.g. 1877.3')
     .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
+    .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux reindex 1877.3 --bucket gardenlinux-github-releases'))
     .action(async (version: string, options: { bucket?: string; dir?: string }) => {
       const { bucket, dir } = recordsIn(options);
       await run(program.opts<Globals>(), { action: 'reindex', version, ...(bucket ? { bucket } : {}) }, dir);
@@ -151,6 +177,7 @@ Examples:
     .argument('<version>', 'Garden Linux version whose index is tagged')
     .argument('<tags...>', 'alias tags, e.g. 1877 latest')
     .option('--repository <path>', 'a configured container sub-repository instead of the main repository')
+    .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest'))
     .action(async (version: string, tags: string[], options: { repository?: string }) => {
       await run(program.opts<Globals>(), { action: 'tag', version, tags, ...(options.repository ? { repository: options.repository } : {}) });
     });
@@ -161,6 +188,7 @@ Examples:
     .argument('<base>', 'base name of the build, e.g. metal_pxe-amd64-1877.3-75df9f40')
     .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
+    .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases'))
     .action(async (base: string, options: { bucket?: string; dir?: string }) => {
       const { bucket, dir } = recordsIn(options);
       await run(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir);
@@ -174,16 +202,17 @@ Examples:
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
     .option('-p, --public-key <file>', 'check signatures against this PEM public key (default: the signing key, if any)')
     .option('--json', 'print the report as JSON (the default when standard output is not a terminal)')
-    .addHelpText('after', '\nExit status 0 when the release is complete, 1 when anything is wrong.\n\nExample:\n  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases')
+    .addHelpText('after', `\nExit status 0 when the release is complete, 1 when anything is wrong.${example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases')}`)
     .action(async (version: string, options: { bucket?: string; dir?: string; publicKey?: string; json?: boolean }) => {
       const { bucket, dir } = recordsIn(options);
-      const result = await invoke(program.opts<Globals>(), { action: 'verify', version, ...(bucket ? { bucket } : {}) }, dir, options.publicKey ? { VERIFY_PUBLIC_KEY: options.publicKey } : {});
+      const globals = program.opts<Globals>();
+      const result = await invoke(globals, { action: 'verify', version, ...(bucket ? { bucket } : {}) }, dir, options.publicKey ? { VERIFY_PUBLIC_KEY: options.publicKey } : {}, false);
       const report = result && 'jobs' in result ? result.jobs[0]?.verify : undefined;
       if (report === undefined) {
         process.exitCode = 1;
         return;
       }
-      process.stdout.write(options.json || !process.stdout.isTTY ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
+      process.stdout.write(options.json || globals.json || !process.stdout.isTTY ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
       if (!report.ok) process.exitCode = 1;
     });
 
@@ -192,6 +221,7 @@ Examples:
     .description('feed a saved event (S3, EventBridge, SQS or a manual payload) to the handler')
     .argument('<file>', 'JSON file, or - for standard input')
     .option('-d, --dir <path>', 'serve every bucket the event names from this local directory')
+    .addHelpText('after', example('gl-oci-publish -r oci-layout:./out event infra/events/s3-put.json --dir ./bucket-copy'))
     .action(async (file: string, options: { dir?: string }) => {
       const text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
       let event: unknown;

@@ -79,7 +79,7 @@ const wholeNumber = (name: string, min: number, max: number) =>
     .max(max, `${name} must be at most ${max}`);
 
 const Env = z.object({
-  REGISTRY: z.string({ message: 'REGISTRY is required' }).min(1, 'REGISTRY is required'),
+  REGISTRY: z.string({ message: 'REGISTRY is required (the CLI: -r, --registry)' }).min(1, 'REGISTRY is required (the CLI: -r, --registry)'),
   REGISTRY_USERNAME: z.string().min(1).optional(),
   REGISTRY_PASSWORD: z.string().min(1).optional(),
   REGISTRY_CREDENTIALS_SECRET: z

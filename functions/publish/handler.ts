@@ -10,6 +10,7 @@ import { Logger } from '../util/log';
 import { loadConfig, type Config } from './config';
 import { normaliseEvent } from './events';
 import { metricsRecord } from './metrics';
+import type { TransferObserver } from '../orchestration/context';
 import type { VerifyReport } from '../orchestration/verify-release';
 import { runJob, type JobSummary } from './run-job';
 import { createRuntime, openSigning, type Runtime } from './runtime';
@@ -28,6 +29,8 @@ export interface HandlerOptions {
   logSink?: (line: string) => void;
   /** replaces the runtime built from the configuration (tests) */
   runtime?: (config: Config, logger: Logger) => Runtime;
+  /** told about every upload as it goes (the CLI's progress display) */
+  progress?: TransferObserver;
 }
 
 export class JobsFailedError extends Error {
@@ -75,6 +78,7 @@ export function createHandler(options: HandlerOptions = {}) {
       }
       logger = new Logger({ level: config.logLevel, ...(options.logSink ? { sink: options.logSink } : {}) });
       runtime = (options.runtime ?? createRuntime)(config, logger);
+      if (options.progress) runtime = { ...runtime, progress: options.progress };
     }
     // Tried again by the next invocation when it failed (KMS unreachable, say): the configuration stays.
     if (!signing) {

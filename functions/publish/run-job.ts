@@ -141,6 +141,7 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             ...(rt.signer ? { signer: rt.signer, signContainerImages: rt.config.signContainerImages } : {}),
             aliasTemplates: rt.config.aliasTemplates,
             imageSource: rt.config.imageSource,
+            ...(rt.progress ? { progress: rt.progress } : {}),
           },
           job.key,
           { byHand: job.origin === 'manual' },

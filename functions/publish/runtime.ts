@@ -10,6 +10,7 @@ import { S3Store, s3Client } from '../storage/s3-store';
 import { layoutTargets } from '../target/oci-layout-target';
 import { registryTargets } from '../target/registry-target';
 import type { TargetSet } from '../target/target';
+import type { TransferObserver } from '../orchestration/context';
 import type { Logger } from '../util/log';
 import type { Config } from './config';
 
@@ -22,6 +23,8 @@ export interface Runtime {
   signer?: Signer;
   /** the key `verify` checks signatures against: VERIFY_PUBLIC_KEY, else the signing key's */
   verifyKey?: KeyObject;
+  /** uploads as they go (the CLI's progress display) */
+  progress?: TransferObserver;
 }
 
 /**

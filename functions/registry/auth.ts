@@ -117,7 +117,10 @@ export class Authenticator {
     const challenge = header ? parseChallenge(header) : undefined;
     if (challenge?.scheme === 'basic') {
       if (!(await this.source.get())) {
-        throw new RegistryError(`${host} requires credentials (Basic) and none are configured`, { status: 401, code: 'UNAUTHORIZED' });
+        throw new RegistryError(
+          `${host} requires credentials (Basic) and none are configured: set REGISTRY_USERNAME and REGISTRY_PASSWORD, or REGISTRY_CREDENTIALS_SECRET`,
+          { status: 401, code: 'UNAUTHORIZED' },
+        );
       }
       if (sentAuthorization && this.schemes.get(host) === 'basic') {
         if (this.source.refreshable && refused <= 1) {
