@@ -21,6 +21,11 @@ const TAG = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
 /** a Garden Linux version: numbers separated by dots (1877, 1877.3, 1877.3.1) */
 const VERSION = /^\d+(?:\.\d+)*$/;
 
+/** Whether a version is numbers separated by dots, the versions the aliases compare (other folders are sub-repositories). */
+export function isNumericVersion(value: string): boolean {
+  return VERSION.test(value);
+}
+
 /**
  * Parses the comma-separated ALIAS_TAGS. A template holds literal tag characters and the placeholders
  * `{version}` (1877.3), `{major}` (1877), `{minor}` (3) and `{patch}`; one that uses a part a version lacks does not

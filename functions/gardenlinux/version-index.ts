@@ -63,7 +63,8 @@ function platformKey(entry: Descriptor): string {
   return `${p?.os ?? ''}/${p?.architecture ?? ''}`;
 }
 
-function isContainerEntry(entry: Descriptor): boolean {
+/** A container image's entry: no `cname`, `os: linux` (how consumers tell them from Garden Linux entries). */
+export function isContainerEntry(entry: Descriptor): boolean {
   return cnameOf(entry) === undefined && entry.platform?.os === 'linux';
 }
 

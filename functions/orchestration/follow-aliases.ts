@@ -16,8 +16,9 @@
  * its group (the entries' `os.version` says which), the writer lists again instead. Two writers racing on one
  * alias can still leave a lower index there for one round, which the writer of the lower version then repairs.
  */
-import { aliasGoals, compareVersions, aliasFor, type AliasGoal, type AliasTemplate } from '../gardenlinux/release-aliases';
-import { IndexSchema, type ImageIndex } from '../oci/descriptor';
+import { aliasGoals, compareVersions, aliasFor, isNumericVersion, type AliasGoal, type AliasTemplate } from '../gardenlinux/release-aliases';
+import { isContainerEntry } from '../gardenlinux/version-index';
+import { IndexSchema, parseJson, type ImageIndex } from '../oci/descriptor';
 import { INDEX_TYPES } from '../oci/media-types';
 import type { StateStore } from '../storage/state-store';
 import type { FetchedManifest, Target } from '../target/target';
@@ -26,9 +27,6 @@ import { TimeoutError, type Deadline } from '../util/deadline';
 import { IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import { CONVERGE_LIMIT_MS, ROUND_BACKOFF, WRITE_RESERVE_MS } from './converge';
-
-/** Versions the aliases follow: numbers separated by dots. Other folders under a target's records are sub-repositories. */
-const VERSION = /^\d+(?:\.\d+)*$/;
 
 export interface AliasUpdate {
   alias: string;
@@ -62,11 +60,11 @@ export function versionOfIndex(index: ImageIndex): string | undefined {
 
 /** The architectures of the index's container entries, in index order, each once. */
 export function containerArches(index: ImageIndex): string[] {
-  return [...new Set(index.manifests.flatMap((m) => (!m.annotations?.cname && m.platform?.architecture && m.platform.os === 'linux' ? [m.platform.architecture] : [])))];
+  return [...new Set(index.manifests.flatMap((m) => (isContainerEntry(m) && m.platform?.architecture ? [m.platform.architecture] : [])))];
 }
 
 export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
-  if (o.templates.length === 0 || !VERSION.test(o.version)) return [];
+  if (o.templates.length === 0 || !isNumericVersion(o.version)) return [];
   const clock = o.clock ?? systemClock;
   const random = o.random ?? Math.random;
   const started = clock.now();
@@ -98,18 +96,21 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
       const tags: NonNullable<AliasUpdate['tags']> = [];
       // `<arch>-<alias>` holds the image `<arch>-<V>` names: the one image of the arch's container slot.
       for (const arch of containerArches(source.index)) {
-        const image = await o.target.getManifest(`${arch}-${goal.version}`);
+        const digest = await o.target.resolve(`${arch}-${goal.version}`);
         // Not yet tagged: its index's writer tags it next and then moves this alias itself.
-        if (!image) continue;
+        if (digest === undefined) continue;
         const tag = `${arch}-${goal.alias}`;
-        if ((await o.target.resolve(tag)) !== image.digest) {
+        if ((await o.target.resolve(tag)) !== digest) {
+          // Read only to be written: the bytes under the tag must be the image's own.
+          const image = await o.target.getManifest(digest);
+          if (!image) continue;
           beforeWrite(o, clock, started);
           await put(o.target, image, tag);
-          o.logger.info('alias moved', { repository: o.target.display, alias: tag, version: goal.version, digest: image.digest, template: goal.template });
+          o.logger.info('alias moved', { repository: o.target.display, alias: tag, version: goal.version, digest, template: goal.template });
           changed.add(tag);
           writes++;
         }
-        tags.push({ tag, digest: image.digest, changed: changed.has(tag) });
+        tags.push({ tag, digest, changed: changed.has(tag) });
       }
       updates.push({
         alias: goal.alias,
@@ -124,15 +125,18 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
     if (writes === 0 && !stale) return updates;
     const ceiling = Math.min(ROUND_BACKOFF.maxMs, ROUND_BACKOFF.baseMs * 2 ** (round - 1));
     await clock.sleep(Math.round(ceiling * random()), o.deadline.finalSignal);
-    if (clock.now() - started > CONVERGE_LIMIT_MS) {
-      throw new PublishError('conflict', `the aliases of ${o.target.display}:${o.version} kept changing for ${Math.round(CONVERGE_LIMIT_MS / 1000)} s`, { retryable: true });
-    }
+    checkLimit(o, clock, started);
   }
+}
+
+/** Whether following the aliases wrote anything: an alias or one of its `<arch>-` tags. */
+export function aliasesMoved(updates: readonly AliasUpdate[]): boolean {
+  return updates.some((a) => a.changed || (a.tags ?? []).some((t) => t.changed));
 }
 
 /** The versions with records in a target, as the aliases count them. */
 export async function publishedVersions(state: StateStore, target: Target): Promise<string[]> {
-  return (await state.listVersions(target.id)).filter((v) => VERSION.test(v));
+  return (await state.listVersions(target.id)).filter(isNumericVersion);
 }
 
 /**
@@ -166,17 +170,14 @@ export interface AliasSource {
 }
 
 /** `<repo>:<tag>` when it holds an index; undefined when there is none or it holds something else. */
-async function readSource(target: Target, tag: string): Promise<AliasSource | undefined> {
+export async function readSource(target: Target, tag: string): Promise<AliasSource | undefined> {
   const manifest = await target.getManifest(tag);
   if (!manifest || !INDEX_TYPES.includes(manifest.mediaType)) return undefined;
-  let json: unknown;
   try {
-    json = JSON.parse(manifest.bytes.toString('utf8'));
+    return { manifest, index: parseJson(IndexSchema, manifest.bytes, `${target.display}:${tag}`) };
   } catch {
     return undefined;
   }
-  const parsed = IndexSchema.safeParse(json);
-  return parsed.success ? { manifest, index: parsed.data } : undefined;
 }
 
 /** Whether the alias holds the index of a version above the goal's, of the same group: this writer's listing is old. */
@@ -188,10 +189,14 @@ async function holdsHigher(o: FollowOptions, goal: AliasGoal, current: string | 
   return version !== undefined && template !== undefined && aliasFor(template, version) === goal.alias && compareVersions(version, goal.version) > 0;
 }
 
-function beforeWrite(o: FollowOptions, clock: Clock, started: number): void {
+function checkLimit(o: FollowOptions, clock: Clock, started: number): void {
   if (clock.now() - started > CONVERGE_LIMIT_MS) {
     throw new PublishError('conflict', `the aliases of ${o.target.display}:${o.version} kept changing for ${Math.round(CONVERGE_LIMIT_MS / 1000)} s`, { retryable: true });
   }
+}
+
+function beforeWrite(o: FollowOptions, clock: Clock, started: number): void {
+  checkLimit(o, clock, started);
   if (o.deadline.finalLeft() < WRITE_RESERVE_MS) {
     throw new TimeoutError(`stopped before moving the aliases of ${o.target.display}:${o.version}: too little time is left to check the write; the retry moves them`);
   }

@@ -24,7 +24,7 @@ import type { Logger } from '../util/log';
 import type { PublishContext } from './context';
 import { TransferStats } from './context';
 import { convergeVersion, readVersionIndex, type IndexSnapshot, type IndexUpdate } from './converge';
-import { followAliases, type AliasUpdate } from './follow-aliases';
+import { aliasesMoved, followAliases, type AliasUpdate } from './follow-aliases';
 import { inspectArchive, transferArchive, type ContainerFacts } from './archive-pass';
 import { FileTransfer, type PublishedBlob, type SourceFile } from './file-transfer';
 import { transferPlainFile, transferReleaseFile } from './plain-files';
@@ -242,10 +242,8 @@ async function publishFiles(
       ...(known ? { known } : {}),
     });
     result.indexes.push(update);
-    if (ctx.aliasTemplates && ctx.aliasTemplates.length > 0) {
-      const moved = await followAliases({ state: ctx.state, target: t, version, templates: ctx.aliasTemplates, logger: log, deadline: ctx.deadline });
-      (result.releaseAliases ??= []).push(...moved);
-    }
+    const aliases = await followAliases({ state: ctx.state, target: t, version, templates: ctx.aliasTemplates ?? [], logger: log, deadline: ctx.deadline });
+    if (aliases.length > 0) (result.releaseAliases ??= []).push(...aliases);
     if (containerEntry && t.id === imageTarget.id) {
       const tag = containerTag(build.name);
       const holder = update.tags?.find((x) => x.tag === tag);
@@ -258,7 +256,7 @@ async function publishFiles(
     stats.manifestsWritten > 0 ||
     result.indexes.some((i) => i.changed) ||
     (result.signatures ?? []).some((s) => s.written) ||
-    (result.releaseAliases ?? []).some((a) => a.changed || (a.tags ?? []).some((x) => x.changed));
+    aliasesMoved(result.releaseAliases ?? []);
   return {
     ...result,
     outcome: changed ? 'published' : 'unchanged',

@@ -46,6 +46,7 @@ export async function retractBuild(
   if (!found.some((f) => f.record !== undefined) && !inIndex) {
     throw new InputError(`no record of ${base} and no entry of ${main.display}:${version} names it: there is nothing to retract`);
   }
+  const { aliasTemplates = [], ...converge } = options;
   const retractedAt = new Date().toISOString();
   const result: RetractResult = { base, version, repositories: [], indexes: [] };
   for (const { target, record } of found) {
@@ -58,12 +59,10 @@ export async function retractBuild(
       result.repositories.push(target.display);
     }
     logger.info('build retracted', { base, repository: target.display, version, digests });
-    const { aliasTemplates, ...converge } = options;
     result.indexes.push((await convergeVersion({ state, target, version, logger, deadline, ...converge })).update);
     // The version's index changed: the aliases that hold it follow.
-    if (aliasTemplates && aliasTemplates.length > 0) {
-      (result.releaseAliases ??= []).push(...(await followAliases({ state, target, version, templates: aliasTemplates, logger, deadline, ...(options.clock ? { clock: options.clock } : {}) })));
-    }
+    const aliases = await followAliases({ state, target, version, templates: aliasTemplates, logger, deadline, ...(options.clock ? { clock: options.clock } : {}) });
+    if (aliases.length > 0) (result.releaseAliases ??= []).push(...aliases);
   }
   return result;
 }

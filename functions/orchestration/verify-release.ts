@@ -20,15 +20,15 @@
 import type { KeyObject } from 'node:crypto';
 import { parseBaseName, artifactManifestTag } from '../gardenlinux/naming';
 import type { AliasTemplate } from '../gardenlinux/release-aliases';
-import { containerWinners, effectiveRecords, type IndexRecord } from '../gardenlinux/version-index';
-import { ImageConfigSchema, ImageManifestSchema, IndexSchema, type Descriptor, type ImageIndex } from '../oci/descriptor';
+import { containerWinners, effectiveRecords, isContainerEntry, type IndexRecord } from '../gardenlinux/version-index';
+import { ImageConfigSchema, ImageManifestSchema, IndexSchema, parseJson, type Descriptor, type ImageIndex } from '../oci/descriptor';
 import { IMAGE_MANIFEST_TYPES, INDEX_TYPES } from '../oci/media-types';
 import { checkSignature } from '../signing/verify-signature';
 import type { Retraction, StateStore } from '../storage/state-store';
 import type { FetchedManifest, Target } from '../target/target';
 import { describeError } from '../util/errors';
-import { Limiter } from '../util/limiter';
-import { containerArches, publishedVersions, resolveAliasGoals, versionOfIndex } from './follow-aliases';
+import { Limiter, mapLimit } from '../util/limiter';
+import { containerArches, publishedVersions, readSource, resolveAliasGoals, versionOfIndex } from './follow-aliases';
 
 const CHECKS = ['index', 'entry', 'tag', 'blob', 'container', 'record', 'alias', 'signature'] as const;
 export type CheckName = (typeof CHECKS)[number];
@@ -81,6 +81,8 @@ export interface VerifyOptions {
 }
 
 const MAX_CONFIG_BYTES = 1024 * 1024;
+/** records read from the state store at once */
+const READERS = 16;
 
 /** A target whose every request waits for the shared limiter. */
 function limited(target: Target, limiter: Limiter): Target {
@@ -132,7 +134,7 @@ interface Listed {
 
 async function readRecords(state: StateStore, target: Target, version: string): Promise<Listed> {
   const listing = await state.listVersion(target.id, version);
-  const entries = await Promise.all(listing.map((info) => state.readEntry(info)));
+  const entries = await mapLimit(listing, READERS, (info) => state.readEntry(info));
   const out: Listed = { records: [], retractions: [] };
   for (const e of entries) {
     if (e?.kind === 'record') out.records.push(e.record);
@@ -170,8 +172,9 @@ async function verifyRepository(o: VerifyOptions, target: Target, isMain: boolea
       ...index.manifests.map((entry) => attempt('entry', entry.annotations?.cname ?? entry.digest, () => checkEntry(o, target, entry, index, report, add))),
       attempt('record', o.version, async () => checkRecords(listed, index, add)),
     ]);
-  } else if (listed.records.length > 0 || isMain) {
-    add('error', 'index', o.version, snapshot ? 'is not a readable image index' : `${target.display}:${o.version} does not exist${listed.records.length > 0 ? ` although ${listed.records.length} builds are recorded; reindex ${o.version}` : ''}`);
+  } else if (!snapshot && (listed.records.length > 0 || isMain)) {
+    // (An index that exists but cannot be read was reported by readIndex.)
+    add('error', 'index', o.version, `${target.display}:${o.version} does not exist${listed.records.length > 0 ? ` although ${listed.records.length} builds are recorded; reindex ${o.version}` : ''}`);
   }
   if (o.templates.length > 0) await attempt('alias', o.version, () => checkAliases(o, target, report, add));
   return report;
@@ -183,26 +186,15 @@ function readIndex(snapshot: FetchedManifest | undefined, what: string, fail: (m
     fail(`${what} is a ${snapshot.mediaType}, not an image index`);
     return undefined;
   }
-  let json: unknown;
   try {
-    json = JSON.parse(snapshot.bytes.toString('utf8'));
+    return parseJson(IndexSchema, snapshot.bytes, what);
   } catch (err) {
-    fail(`${what} is not JSON: ${(err as Error).message}`);
+    fail((err as Error).message);
     return undefined;
   }
-  const parsed = IndexSchema.safeParse(json);
-  if (!parsed.success) {
-    fail(`${what} is not an image index: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
-    return undefined;
-  }
-  return parsed.data;
 }
 
 type Add = (severity: Problem['severity'], check: CheckName, subject: string, message: string) => void;
-
-function isContainerEntry(entry: Descriptor): boolean {
-  return entry.annotations?.cname === undefined && entry.platform?.os === 'linux';
-}
 
 async function checkEntry(o: VerifyOptions, target: Target, entry: Descriptor, index: ImageIndex, report: RepositoryReport, add: Add): Promise<void> {
   const cname = entry.annotations?.cname;
@@ -354,9 +346,7 @@ async function checkAliases(o: VerifyOptions, target: Target, report: Repository
 
 /** " (the index of 1877.3)" when the alias holds a Garden Linux version index, else "". */
 async function heldVersion(target: Target, alias: string): Promise<string> {
-  const m = await target.getManifest(alias);
-  if (!m || !INDEX_TYPES.includes(m.mediaType)) return '';
-  const parsed = IndexSchema.safeParse(JSON.parse(m.bytes.toString('utf8')));
-  const v = parsed.success ? versionOfIndex(parsed.data) : undefined;
+  const held = await readSource(target, alias);
+  const v = held ? versionOfIndex(held.index) : undefined;
   return v === undefined ? '' : ` (the index of ${v})`;
 }

@@ -77,10 +77,6 @@ async function invoke(
   }
 }
 
-async function run(globals: Globals, event: unknown, dir?: string): Promise<void> {
-  await invoke(globals, event, dir);
-}
-
 /** Where the publisher records are: a bucket (else STATE_BUCKET), or the directory used to publish. */
 function recordsIn(options: { bucket?: string; dir?: string }): { bucket?: string; dir?: string } {
   if (options.dir) return { bucket: LOCAL_BUCKET, dir: options.dir };
@@ -156,7 +152,7 @@ Examples:
         throw new Error(`"${build}" is not a base name such as container-amd64-1877.3-75df9f40 (<flavor>-<arch>-<version>-<commit>), nor a metadata key meta/singles/<base>`);
       }
       const key = build.startsWith('meta/singles/') ? build : metadataKey(build);
-      await run(program.opts<Globals>(), { action: 'publish', bucket: s.bucket, key }, s.dir);
+      await invoke(program.opts<Globals>(), { action: 'publish', bucket: s.bucket, key }, s.dir);
     });
 
   program
@@ -168,7 +164,7 @@ Examples:
     .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux reindex 1877.3 --bucket gardenlinux-github-releases'))
     .action(async (version: string, options: { bucket?: string; dir?: string }) => {
       const { bucket, dir } = recordsIn(options);
-      await run(program.opts<Globals>(), { action: 'reindex', version, ...(bucket ? { bucket } : {}) }, dir);
+      await invoke(program.opts<Globals>(), { action: 'reindex', version, ...(bucket ? { bucket } : {}) }, dir);
     });
 
   program
@@ -179,7 +175,7 @@ Examples:
     .option('--repository <path>', 'a configured container sub-repository instead of the main repository')
     .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest'))
     .action(async (version: string, tags: string[], options: { repository?: string }) => {
-      await run(program.opts<Globals>(), { action: 'tag', version, tags, ...(options.repository ? { repository: options.repository } : {}) });
+      await invoke(program.opts<Globals>(), { action: 'tag', version, tags, ...(options.repository ? { repository: options.repository } : {}) });
     });
 
   program
@@ -191,7 +187,7 @@ Examples:
     .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases'))
     .action(async (base: string, options: { bucket?: string; dir?: string }) => {
       const { bucket, dir } = recordsIn(options);
-      await run(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir);
+      await invoke(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir);
     });
 
   program
@@ -230,7 +226,7 @@ Examples:
       } catch {
         throw new Error(`${file} is not JSON`);
       }
-      await run(program.opts<Globals>(), event, options.dir);
+      await invoke(program.opts<Globals>(), event, options.dir);
     });
 
   return program;

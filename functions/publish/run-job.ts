@@ -2,7 +2,7 @@
 import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
 import { convergeVersion, type IndexUpdate } from '../orchestration/converge';
-import { followAliases, type AliasUpdate } from '../orchestration/follow-aliases';
+import { aliasesMoved, followAliases, type AliasUpdate } from '../orchestration/follow-aliases';
 import { metadataBuildTime, publishBuild, type BuildResult } from '../orchestration/publish-build';
 import { retractBuild, type RetractResult } from '../orchestration/retract';
 import { verifyRelease, type VerifyReport } from '../orchestration/verify-release';
@@ -86,10 +86,6 @@ function indexTargets(rt: Runtime, deadline: Deadline): TargetSet {
 /** Where reindex and retract find the build time of another tool's entries: the build bucket the payload names. */
 function buildTimesFrom(rt: Runtime, bucket: string | undefined): { buildTimeOf?: (cname: string) => Promise<string | undefined> } {
   return bucket === undefined ? {} : { buildTimeOf: metadataBuildTime(rt.storeFor(bucket)) };
-}
-
-function aliasesMoved(updates: readonly AliasUpdate[]): boolean {
-  return updates.some((a) => a.changed || (a.tags ?? []).some((t) => t.changed));
 }
 
 /** A job is not started with less time than this left. */
