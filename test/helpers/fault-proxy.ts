@@ -33,6 +33,8 @@ export interface FaultRule {
   pathIncludes?: string;
   /** only requests whose path ends with this (e.g. `/manifests/1877.3`: the version index, not `1877.3-…` tags) */
   pathEndsWith?: string;
+  /** only requests whose query string contains this (e.g. `delimiter=`: an S3 listing of folders) */
+  searchIncludes?: string;
   /** only requests whose body (Content-Length; none counts as 0) is at least this many bytes */
   minBodyBytes?: number;
   /** only requests whose body (Content-Length; none counts as 0) is at most this many bytes (0: body-less) */
@@ -106,6 +108,16 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
+/** The transient faults a registry shows, each injected once into a publication that must still complete. */
+export const TRANSIENT_FAULTS: ReadonlyArray<readonly [string, Fault]> = [
+  ['500', { type: 'status', status: 500 }],
+  ['502', { type: 'status', status: 502 }],
+  ['503', { type: 'status', status: 503 }],
+  ['429 with Retry-After', { type: 'status', status: 429, retryAfter: '1' }],
+  ['connection reset', { type: 'reset', afterBytes: 100 }],
+  ['stall past the timeout', { type: 'stall' }],
+];
+
 export function classify(method: string, path: string): RequestKind {
   if (path.startsWith('/token')) return 'token';
   if (/^\/v2\/.+\/blobs\/uploads\/?$/.test(path) && method === 'POST') return 'upload-post';
@@ -128,10 +140,11 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
   /** chunk sizes per upload session, for minChunkBytes */
   const chunks = new Map<string, number[]>();
 
-  const pickRule = (kind: RequestKind, path: string, bodyBytes: number): FaultRule | undefined => {
+  const pickRule = (kind: RequestKind, path: string, search: string, bodyBytes: number): FaultRule | undefined => {
     for (const rule of rules) {
       if (rule.kind !== kind || (rule.pathIncludes !== undefined && !path.includes(rule.pathIncludes))) continue;
       if (rule.pathEndsWith !== undefined && !path.endsWith(rule.pathEndsWith)) continue;
+      if (rule.searchIncludes !== undefined && !search.includes(rule.searchIncludes)) continue;
       if (rule.minBodyBytes !== undefined && bodyBytes < rule.minBodyBytes) continue;
       if (rule.maxBodyBytes !== undefined && bodyBytes > rule.maxBodyBytes) continue;
       const n = (seen.get(rule) ?? 0) + 1;
@@ -165,7 +178,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
       entry.status = 'reset';
       return;
     }
-    const rule = pickRule(kind, url.pathname, length);
+    const rule = pickRule(kind, url.pathname, url.search, length);
     const fault = rule?.fault;
     entry.faulted = fault !== undefined;
     if (fault !== undefined) entry.fault = fault.type;

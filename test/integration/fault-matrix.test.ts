@@ -14,18 +14,11 @@ import { sampleBuild } from '../../tools/sample-builds';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { BUCKET, expectedIndex, glTag, parse, sha256 } from '../helpers/expectations';
 import { jobsOf } from '../helpers/jobs';
-import { startFaultProxy, type Fault, type FaultProxy, type RequestKind } from '../helpers/fault-proxy';
+import { startFaultProxy, TRANSIENT_FAULTS, type FaultProxy, type RequestKind } from '../helpers/fault-proxy';
 import { PASSWORD, startTokenRegistry, USER, type RegistryStack } from '../helpers/registry-stack';
 
 const KINDS: RequestKind[] = ['blob-head', 'upload-post', 'upload-patch', 'upload-put', 'manifest-get', 'manifest-put', 'token'];
-const FAULTS: Array<[string, Fault]> = [
-  ['500', { type: 'status', status: 500 }],
-  ['502', { type: 'status', status: 502 }],
-  ['503', { type: 'status', status: 503 }],
-  ['429 with Retry-After', { type: 'status', status: 429, retryAfter: '1' }],
-  ['connection reset', { type: 'reset', afterBytes: 100 }],
-  ['stall past the timeout', { type: 'stall' }],
-];
+const FAULTS = TRANSIENT_FAULTS;
 
 const SIZES: Array<[string, number]> = [
   ['small files', 300_000],
