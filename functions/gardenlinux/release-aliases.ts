@@ -84,31 +84,32 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-export interface AliasGoal {
+export interface AliasGroup {
   alias: string;
+  /** the template that names it (of two naming one alias, the one whose group is highest) */
   template: string;
-  /** the version the alias must hold: the highest of its group */
-  version: string;
+  /** the versions that name the alias, highest first */
+  members: string[];
 }
 
 /**
- * The aliases that `version` belongs to, each with the version it must hold among `versions` (the versions
- * published to the repository; `version` counts whether listed or not). `exclude`: versions that cannot be held
- * (no index), passed over for the next highest.
+ * The aliases that `version` belongs to, each with its group: the versions among `versions` (the versions
+ * published to the repository; `version` counts whether listed or not) that name the same alias, highest first.
  */
-export function aliasGoals(templates: readonly AliasTemplate[], version: string, versions: Iterable<string>, exclude: ReadonlySet<string> = new Set()): AliasGoal[] {
-  const all = [...new Set([...versions, version])].filter((v) => !exclude.has(v));
-  const goals: AliasGoal[] = [];
+export function aliasGroups(templates: readonly AliasTemplate[], version: string, versions: Iterable<string>): AliasGroup[] {
+  const all = [...new Set([...versions, version])];
+  const groups: AliasGroup[] = [];
   for (const t of templates) {
     const alias = aliasFor(t, version);
     if (alias === undefined) continue;
-    const group = all.filter((v) => aliasFor(t, v) === alias).sort(compareVersions);
-    const highest = group.at(-1);
-    if (highest === undefined) continue;
-    // Two templates may name one alias (`{major}` and `{version}` of 1877): the higher goal wins.
-    const same = goals.findIndex((g) => g.alias === alias);
-    if (same < 0) goals.push({ alias, template: t.text, version: highest });
-    else if (compareVersions(highest, (goals[same] as AliasGoal).version) > 0) goals[same] = { alias, template: t.text, version: highest };
+    const members = all.filter((v) => aliasFor(t, v) === alias).sort((a, b) => compareVersions(b, a));
+    // Two templates may name one alias (`{major}` and `{version}` of 1877): one group of both, the higher template's.
+    const same = groups.find((g) => g.alias === alias);
+    if (same === undefined) groups.push({ alias, template: t.text, members });
+    else {
+      if (compareVersions(members[0] as string, same.members[0] as string) > 0) same.template = t.text;
+      same.members = [...new Set([...same.members, ...members])].sort((a, b) => compareVersions(b, a));
+    }
   }
-  return goals;
+  return groups;
 }

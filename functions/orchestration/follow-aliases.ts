@@ -1,7 +1,10 @@
 /**
- * Moves the release aliases of ALIAS_TAGS after a version index changed: each alias of the version's groups
- * (release-aliases.ts) gets the exact bytes of `<repo>:<V>`, V the highest version of its group with records, and
- * each `<arch>-<alias>` the image of that index's container entry for the arch.
+ * Moves the release aliases of ALIAS_TAGS after a version index changed. Each alias of the version
+ * (release-aliases.ts) gets the exact bytes of `<repo>:<V>`, V the highest version of its group whose index
+ * holds anything; when no version of the group has anything left (every build retracted), the highest one's
+ * index as it now stands (empty), so the alias never names a retracted build. Each `<arch>-<alias>` gets the
+ * image of the highest version of the group whose index has an image for that arch; when none has, an existing
+ * tag gets an empty index (a pull by it fails instead of serving a retracted image), and none is created.
  *
  * Without compare-and-swap, by the argument of converge.ts: the versions are a function of durable state (the
  * records' folders; S3 LIST is strongly consistent) and every writer goes in rounds — list the versions, read
@@ -12,14 +15,21 @@
  * either writer finding the alias wrong would write, contradicting "last". So every alias ends on the index of
  * the highest version as it stands, and the highest version only grows.
  *
- * An alias is not moved down by a writer whose listing is stale: when it holds the index of a higher version of
- * its group (the entries' `os.version` says which), the writer lists again instead. Two writers racing on one
- * alias can still leave a lower index there for one round, which the writer of the lower version then repairs.
+ * Not moved down by a writer whose listing is stale: a round writes only after it has listed the versions again
+ * and read the indexes it used again, after reading the aliases, and found them unchanged. Whatever an alias
+ * holds was written by a writer of its version after that version's record and index existed, so a listing
+ * taken after reading the alias knows that version, and an index read after it sees what the alias was given.
+ * This reads no content of the alias, so it holds in container sub-repositories too, whose indexes name no
+ * version. Two writers racing on one alias can still leave a lower index there for one round, which the writer
+ * of the lower version then repairs in its next round.
  */
-import { aliasGoals, compareVersions, aliasFor, isNumericVersion, type AliasGoal, type AliasTemplate } from '../gardenlinux/release-aliases';
+import { ARCHITECTURES } from '../gardenlinux/naming';
+import { aliasGroups, isNumericVersion, type AliasTemplate } from '../gardenlinux/release-aliases';
 import { isContainerEntry } from '../gardenlinux/version-index';
-import { IndexSchema, parseJson, type ImageIndex } from '../oci/descriptor';
-import { INDEX_TYPES } from '../oci/media-types';
+import { sha256Digest } from '../oci/digest';
+import { IndexSchema, parseJson, type Descriptor, type ImageIndex } from '../oci/descriptor';
+import { INDEX_TYPES, OCI_INDEX } from '../oci/media-types';
+import { pythonJson } from '../oci/python-json';
 import type { StateStore } from '../storage/state-store';
 import type { FetchedManifest, Target } from '../target/target';
 import { systemClock, type Clock } from '../util/clock';
@@ -36,8 +46,8 @@ export interface AliasUpdate {
   version: string;
   digest: string;
   changed: boolean;
-  /** `<arch>-<alias>` tags of the container images in that index */
-  tags?: Array<{ tag: string; digest: string; changed: boolean }>;
+  /** `<arch>-<alias>` tags: each holds the image of `version`, or, without one, an empty index */
+  tags?: Array<{ tag: string; digest: string; changed: boolean; version?: string }>;
 }
 
 export interface FollowOptions {
@@ -52,15 +62,126 @@ export interface FollowOptions {
   random?: () => number;
 }
 
+/** An image index that names nothing, in the json.dumps form of every index the publisher writes. */
+export const EMPTY_INDEX: FetchedManifest = (() => {
+  const bytes = Buffer.from(pythonJson({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }));
+  return { bytes, mediaType: OCI_INDEX, digest: sha256Digest(bytes) };
+})();
+
 /** The version whose index `index` is: the `os.version` its Garden Linux entries share, if they do. */
 export function versionOfIndex(index: ImageIndex): string | undefined {
   const versions = new Set(index.manifests.flatMap((m) => (m.annotations?.cname && m.platform?.['os.version'] ? [m.platform['os.version']] : [])));
   return versions.size === 1 ? [...versions][0] : undefined;
 }
 
-/** The architectures of the index's container entries, in index order, each once. */
-export function containerArches(index: ImageIndex): string[] {
-  return [...new Set(index.manifests.flatMap((m) => (isContainerEntry(m) && m.platform?.architecture ? [m.platform.architecture] : [])))];
+/** The index's image of `arch`: its first container entry of that architecture (the one a pull by platform gets). */
+export function imageOf(index: ImageIndex, arch: string): Descriptor | undefined {
+  return index.manifests.find((m) => isContainerEntry(m) && m.platform?.architecture === arch);
+}
+
+export interface AliasSource {
+  manifest: FetchedManifest;
+  index: ImageIndex;
+}
+
+/**
+ * Reads each version's index at most once, and remembers the digest it found (undefined: none), so that a
+ * round can check, before it writes, that nothing it decided on has changed.
+ */
+export class IndexReader {
+  readonly seen = new Map<string, string | undefined>();
+  private readonly cache = new Map<string, Promise<AliasSource | undefined>>();
+
+  constructor(private readonly target: Target) {}
+
+  read(version: string): Promise<AliasSource | undefined> {
+    let p = this.cache.get(version);
+    if (p === undefined) {
+      p = this.target.getManifest(version).then((manifest) => {
+        this.seen.set(version, manifest?.digest);
+        return manifest === undefined ? undefined : asSource(manifest, `${this.target.display}:${version}`);
+      });
+      this.cache.set(version, p);
+    }
+    return p;
+  }
+}
+
+/** What one `<arch>-<alias>` must hold: the image of `version`, or the empty index when no version has one. */
+export interface ArchPlan {
+  arch: string;
+  tag: string;
+  /** what it holds now */
+  current: string | undefined;
+  version?: string;
+  digest: string;
+}
+
+/** What one alias must hold, and what it holds now. */
+export interface AliasPlan {
+  alias: string;
+  template: string;
+  /** the version whose index it must hold */
+  version: string;
+  source: AliasSource;
+  current: string | undefined;
+  arches: ArchPlan[];
+}
+
+/**
+ * What every alias of `version` must hold, given the versions with records, and what each holds now. An arch
+ * tag is planned when the goal's index has an image of that arch or the tag exists (an alias is not created
+ * for an arch no version has).
+ */
+export async function planAliases(
+  target: Target,
+  templates: readonly AliasTemplate[],
+  version: string,
+  versions: readonly string[],
+  reader: IndexReader,
+): Promise<AliasPlan[]> {
+  const plans: AliasPlan[] = [];
+  for (const group of aliasGroups(templates, version, versions)) {
+    let goal: { version: string; source: AliasSource } | undefined;
+    let fallback: typeof goal;
+    for (const v of group.members) {
+      const source = await reader.read(v);
+      if (!source) continue;
+      if (source.index.manifests.length > 0) {
+        goal = { version: v, source };
+        break;
+      }
+      fallback ??= { version: v, source };
+    }
+    goal ??= fallback;
+    // No version of the group has an index yet: its writer moves the alias once it has one.
+    if (goal === undefined) continue;
+    const tags = ARCHITECTURES.map((arch) => `${arch}-${group.alias}`);
+    const [current, ...held] = await Promise.all([group.alias, ...tags].map((t) => target.resolve(t)));
+    const arches: ArchPlan[] = [];
+    for (const [i, arch] of ARCHITECTURES.entries()) {
+      const tag = tags[i] as string;
+      const now = held[i];
+      let want: { version: string; digest: string } | undefined;
+      const image = imageOf(goal.source.index, arch);
+      if (image) want = { version: goal.version, digest: image.digest };
+      else if (now !== undefined) {
+        // Lower versions are read only for a tag that exists: searching every version for an arch none of them
+        // has would be paid in every round.
+        for (const v of group.members.slice(group.members.indexOf(goal.version) + 1)) {
+          const found = await reader.read(v).then((s) => (s ? imageOf(s.index, arch) : undefined));
+          if (found) {
+            want = { version: v, digest: found.digest };
+            break;
+          }
+        }
+      }
+      if (want) arches.push({ arch, tag, current: now, ...want });
+      else if (now !== undefined) arches.push({ arch, tag, current: now, digest: EMPTY_INDEX.digest });
+    }
+    plans.push({ alias: group.alias, template: group.template, version: goal.version, source: goal.source, current, arches });
+  }
+  return plans;
 }
 
 export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
@@ -69,56 +190,46 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
   const random = o.random ?? Math.random;
   const started = clock.now();
   const changed = new Set<string>();
-  // Aliases found holding a higher version than this writer's listing knows: listed again once. A higher version
-  // still unknown then has no records (a tag set by hand, a version taken back): the rules take the alias over.
-  const relisted = new Set<string>();
   for (let round = 1; ; round++) {
     const versions = await publishedVersions(o.state, o.target);
-    const { goals, sources } = await resolveAliasGoals(o.target, o.templates, o.version, versions);
+    const reader = new IndexReader(o.target);
+    const plans = await planAliases(o.target, o.templates, o.version, versions, reader);
+    const due = plans.some((p) => p.current !== p.source.manifest.digest || p.arches.some((a) => a.current !== a.digest));
+    // Decided on a listing older than the aliases read: written only when a listing and the indexes read after
+    // them say the same (the file's header says why).
+    const stale = due && !(await unchangedSince(o, versions, reader));
     let writes = 0;
-    let stale = false;
     const updates: AliasUpdate[] = [];
-    for (const goal of goals) {
-      const source = sources.get(goal.version) as AliasSource;
-      const current = await o.target.resolve(goal.alias);
-      if (current !== source.manifest.digest) {
-        if (!relisted.has(goal.alias) && (await holdsHigher(o, goal, current))) {
-          relisted.add(goal.alias);
-          stale = true;
-          continue;
-        }
+    for (const plan of plans) {
+      if (!stale && plan.current !== plan.source.manifest.digest) {
         beforeWrite(o, clock, started);
-        await put(o.target, source.manifest, goal.alias);
-        o.logger.info('alias moved', { repository: o.target.display, alias: goal.alias, version: goal.version, digest: source.manifest.digest, template: goal.template });
-        changed.add(goal.alias);
+        await put(o.target, plan.source.manifest, plan.alias);
+        log(o, plan.alias, plan.version, plan.source.manifest.digest, plan.template, plan.source.index.manifests.length === 0);
+        changed.add(plan.alias);
         writes++;
       }
       const tags: NonNullable<AliasUpdate['tags']> = [];
-      // `<arch>-<alias>` holds the image `<arch>-<V>` names: the one image of the arch's container slot.
-      for (const arch of containerArches(source.index)) {
-        const digest = await o.target.resolve(`${arch}-${goal.version}`);
-        // Not yet tagged: its index's writer tags it next and then moves this alias itself.
-        if (digest === undefined) continue;
-        const tag = `${arch}-${goal.alias}`;
-        if ((await o.target.resolve(tag)) !== digest) {
+      for (const a of plan.arches) {
+        if (!stale && a.current !== a.digest) {
           // Read only to be written: the bytes under the tag must be the image's own.
-          const image = await o.target.getManifest(digest);
-          if (!image) continue;
-          beforeWrite(o, clock, started);
-          await put(o.target, image, tag);
-          o.logger.info('alias moved', { repository: o.target.display, alias: tag, version: goal.version, digest, template: goal.template });
-          changed.add(tag);
-          writes++;
+          const bytes = a.version === undefined ? EMPTY_INDEX : await o.target.getManifest(a.digest);
+          if (bytes) {
+            beforeWrite(o, clock, started);
+            await put(o.target, bytes, a.tag);
+            log(o, a.tag, a.version, a.digest, plan.template, a.version === undefined);
+            changed.add(a.tag);
+            writes++;
+          }
         }
-        tags.push({ tag, digest, changed: changed.has(tag) });
+        tags.push({ tag: a.tag, digest: a.digest, changed: changed.has(a.tag), ...(a.version ? { version: a.version } : {}) });
       }
       updates.push({
-        alias: goal.alias,
-        template: goal.template,
+        alias: plan.alias,
+        template: plan.template,
         repository: o.target.display,
-        version: goal.version,
-        digest: source.manifest.digest,
-        changed: changed.has(goal.alias),
+        version: plan.version,
+        digest: plan.source.manifest.digest,
+        changed: changed.has(plan.alias),
         ...(tags.length > 0 ? { tags } : {}),
       });
     }
@@ -127,6 +238,28 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
     await clock.sleep(Math.round(ceiling * random()), o.deadline.finalSignal);
     checkLimit(o, clock, started);
   }
+}
+
+/** Whether the versions and every index the round read are as they were: listed and read again now. */
+async function unchangedSince(o: FollowOptions, versions: readonly string[], reader: IndexReader): Promise<boolean> {
+  const now = await publishedVersions(o.state, o.target);
+  if (now.length !== versions.length || now.some((v) => !versions.includes(v))) return false;
+  const seen = [...reader.seen];
+  const digests = await Promise.all(seen.map(([v]) => o.target.resolve(v)));
+  return seen.every(([, d], i) => digests[i] === d);
+}
+
+function log(o: FollowOptions, alias: string, version: string | undefined, digest: string, template: string, empty: boolean): void {
+  if (empty) {
+    o.logger.info('alias emptied', {
+      repository: o.target.display,
+      alias,
+      ...(version ? { version } : {}),
+      digest,
+      template,
+      reason: version ? `no version it may hold has a build left; ${version} is the highest` : 'no version it may hold has an image of its architecture',
+    });
+  } else o.logger.info('alias moved', { repository: o.target.display, alias, version, digest, template });
 }
 
 /** Whether following the aliases wrote anything: an alias or one of its `<arch>-` tags. */
@@ -139,54 +272,19 @@ export async function publishedVersions(state: StateStore, target: Target): Prom
   return (await state.listVersions(target.id)).filter(isNumericVersion);
 }
 
-/**
- * The aliases of `version` with the version each must hold and that version's index; a version without an index
- * (not yet written, or every build retracted) is passed over for the next highest.
- */
-export async function resolveAliasGoals(
-  target: Target,
-  templates: readonly AliasTemplate[],
-  version: string,
-  versions: readonly string[],
-): Promise<{ goals: AliasGoal[]; sources: Map<string, AliasSource> }> {
-  const exclude = new Set<string>();
-  const sources = new Map<string, AliasSource>();
-  for (;;) {
-    const goals = aliasGoals(templates, version, versions, exclude);
-    const missing = [...new Set(goals.map((g) => g.version))].filter((v) => !sources.has(v));
-    if (missing.length === 0) return { goals, sources };
-    for (const v of missing) {
-      const source = await readSource(target, v);
-      // An index with no entries holds nothing worth pointing an alias at (every build retracted).
-      if (!source || source.index.manifests.length === 0) exclude.add(v);
-      else sources.set(v, source);
-    }
-  }
-}
-
-export interface AliasSource {
-  manifest: FetchedManifest;
-  index: ImageIndex;
-}
-
-/** `<repo>:<tag>` when it holds an index; undefined when there is none or it holds something else. */
-export async function readSource(target: Target, tag: string): Promise<AliasSource | undefined> {
-  const manifest = await target.getManifest(tag);
-  if (!manifest || !INDEX_TYPES.includes(manifest.mediaType)) return undefined;
+function asSource(manifest: FetchedManifest, what: string): AliasSource | undefined {
+  if (!INDEX_TYPES.includes(manifest.mediaType)) return undefined;
   try {
-    return { manifest, index: parseJson(IndexSchema, manifest.bytes, `${target.display}:${tag}`) };
+    return { manifest, index: parseJson(IndexSchema, manifest.bytes, what) };
   } catch {
     return undefined;
   }
 }
 
-/** Whether the alias holds the index of a version above the goal's, of the same group: this writer's listing is old. */
-async function holdsHigher(o: FollowOptions, goal: AliasGoal, current: string | undefined): Promise<boolean> {
-  if (current === undefined) return false;
-  const held = await readSource(o.target, goal.alias).catch(() => undefined);
-  const version = held ? versionOfIndex(held.index) : undefined;
-  const template = o.templates.find((t) => t.text === goal.template);
-  return version !== undefined && template !== undefined && aliasFor(template, version) === goal.alias && compareVersions(version, goal.version) > 0;
+/** `<repo>:<tag>` when it holds an index; undefined when there is none or it holds something else. */
+export async function readSource(target: Target, tag: string): Promise<AliasSource | undefined> {
+  const manifest = await target.getManifest(tag);
+  return manifest === undefined ? undefined : asSource(manifest, `${target.display}:${tag}`);
 }
 
 function checkLimit(o: FollowOptions, clock: Clock, started: number): void {

@@ -28,7 +28,7 @@ import type { Retraction, StateStore } from '../storage/state-store';
 import type { FetchedManifest, Target } from '../target/target';
 import { describeError } from '../util/errors';
 import { Limiter, mapLimit } from '../util/limiter';
-import { containerArches, publishedVersions, readSource, resolveAliasGoals, versionOfIndex } from './follow-aliases';
+import { IndexReader, planAliases, publishedVersions, readSource, versionOfIndex } from './follow-aliases';
 
 const CHECKS = ['index', 'entry', 'tag', 'blob', 'container', 'record', 'alias', 'signature'] as const;
 export type CheckName = (typeof CHECKS)[number];
@@ -318,35 +318,49 @@ function checkRecords(listed: Listed, index: ImageIndex, add: Add): void {
 async function checkAliases(o: VerifyOptions, target: Target, report: RepositoryReport, add: Add): Promise<void> {
   const versions = await publishedVersions(o.state, target);
   if (!versions.includes(o.version)) return;
-  const { goals, sources } = await resolveAliasGoals(target, o.templates, o.version, versions);
+  const reader = new IndexReader(target);
+  const plans = await planAliases(target, o.templates, o.version, versions, reader);
+  // No alias may name a retracted build. Looked up in the versions the plan read (those above a goal among them)
+  // and the version checked, each once.
+  const retractions = new Map<string, Promise<Retraction[]>>();
+  const retractedIn = (v: string): Promise<Retraction[]> => {
+    let p = retractions.get(v);
+    if (p === undefined) retractions.set(v, (p = o.state.listRetractions(target.id, v)));
+    return p;
+  };
+  const retractedAmong = async (vs: Iterable<string>): Promise<Retraction[]> =>
+    (await Promise.all([...new Set([...vs, ...reader.seen.keys()])].filter((v) => versions.includes(v)).map(retractedIn))).flat();
+  const describe = (r: Retraction[]): string => r.map((x) => x.base).sort().join(', ');
   await Promise.all(
-    goals.map(async (goal) => {
-      const source = sources.get(goal.version);
-      if (!source) return;
-      const expected = source.manifest.digest;
-      const held = await target.resolve(goal.alias);
+    plans.map(async (plan) => {
       report.aliases++;
-      if (held !== expected) {
-        const holds = held === undefined ? 'does not exist' : `holds ${short(held)}${await heldVersion(target, goal.alias)}`;
-        add('error', 'alias', goal.alias, `${target.display}:${goal.alias} ${holds}; by "${goal.template}" it must hold ${goal.version} (${short(expected)})`);
+      const expected = plan.source.manifest.digest;
+      const empty = plan.source.index.manifests.length === 0 ? ', which holds no build' : '';
+      const held = plan.current === undefined ? undefined : plan.current === expected ? plan.source : await readSource(target, plan.alias);
+      const heldVersion = held ? versionOfIndex(held.index) : undefined;
+      const retracted = held ? (await retractedAmong([o.version, plan.version, ...(heldVersion ? [heldVersion] : [])])).filter((r) => names(held.index, r)) : [];
+      const naming = retracted.length > 0 ? `; it names the retracted ${retracted.length === 1 ? 'build' : 'builds'} ${describe(retracted)}` : '';
+      if (plan.current !== expected) {
+        const holds = plan.current === undefined ? 'does not exist' : `holds ${short(plan.current)}${heldVersion ? ` (the index of ${heldVersion}${reader.seen.has(heldVersion) && plan.current !== reader.seen.get(heldVersion) ? ' as it was before' : ''})` : ''}`;
+        add('error', 'alias', plan.alias, `${target.display}:${plan.alias} ${holds}${naming}; by "${plan.template}" it must hold ${plan.version} (${short(expected)}${empty})`);
+      } else if (retracted.length > 0) {
+        add('error', 'alias', plan.alias, `${target.display}:${plan.alias} holds the index of ${plan.version}${naming}; reindex ${plan.version}`);
       }
       await Promise.all(
-        containerArches(source.index).map(async (arch) => {
-          const want = await target.resolve(`${arch}-${goal.version}`);
-          if (want === undefined) return; // reported by the tag check of that version
-          const tag = `${arch}-${goal.alias}`;
-          const has = await target.resolve(tag);
+        plan.arches.map(async (a) => {
           report.aliases++;
-          if (has !== want) add('error', 'alias', tag, `${target.display}:${tag} ${has === undefined ? 'does not exist' : `names ${short(has)}`}; it must name the image of ${arch}-${goal.version} (${short(want)})`);
+          if (a.current === a.digest) return;
+          const gone = a.current === undefined ? [] : (await retractedAmong([o.version, plan.version, ...(a.version ? [a.version] : [])])).filter((r) => r.digests.includes(a.current as string));
+          const image = gone.length > 0 ? ` (the image of the retracted build ${describe(gone)})` : '';
+          const must = a.version === undefined ? `an empty index (${short(a.digest)}): no version "${plan.template}" may hold has an image of ${a.arch}` : `the image of ${a.arch}-${a.version} (${short(a.digest)})`;
+          add('error', 'alias', a.tag, `${target.display}:${a.tag} ${a.current === undefined ? 'does not exist' : `names ${short(a.current)}${image}`}; it must name ${must}`);
         }),
       );
     }),
   );
 }
 
-/** " (the index of 1877.3)" when the alias holds a Garden Linux version index, else "". */
-async function heldVersion(target: Target, alias: string): Promise<string> {
-  const held = await readSource(target, alias);
-  const v = held ? versionOfIndex(held.index) : undefined;
-  return v === undefined ? '' : ` (the index of ${v})`;
+/** Whether an index names a retracted build: by its cname, or by a manifest its record named. */
+function names(index: ImageIndex, r: Retraction): boolean {
+  return index.manifests.some((m) => m.annotations?.cname === r.base || r.digests.includes(m.digest));
 }

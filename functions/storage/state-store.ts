@@ -101,6 +101,13 @@ export class StateStore {
     return { kind: 'record', record: parseJson(RecordSchema, data.bytes, `record ${what}`) };
   }
 
+  /** The builds retracted from one version in one target. */
+  async listRetractions(targetId: string, version: string): Promise<Retraction[]> {
+    const listed = (await this.listVersion(targetId, version)).filter((o) => o.key.endsWith(RETRACTION_SUFFIX));
+    const entries = await Promise.all(listed.map((info) => this.readEntry(info)));
+    return entries.flatMap((e) => (e?.kind === 'retraction' ? [e.retraction] : []));
+  }
+
   async getRecord(targetId: string, version: string, base: string): Promise<IndexRecord | undefined> {
     const key = this.key(targetId, version, base, RECORD_SUFFIX);
     const data = await this.store.get(key, { maxBytes: 64 * 1024 });

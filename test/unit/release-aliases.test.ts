@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { aliasFor, aliasGoals, compareVersions, parseAliasTemplates } from '../../functions/gardenlinux/release-aliases';
+import { aliasFor, aliasGroups, compareVersions, parseAliasTemplates } from '../../functions/gardenlinux/release-aliases';
 import { loadConfig } from '../../functions/publish/config';
 
 const t = (s: string) => parseAliasTemplates(s);
@@ -37,19 +37,22 @@ describe('comparing Garden Linux versions', () => {
 
 describe('which version each alias must hold', () => {
   const templates = t('latest,{major},{version}.0');
-  const goal = (version: string, versions: string[], exclude: string[] = []) =>
-    Object.fromEntries(aliasGoals(templates, version, versions, new Set(exclude)).map((g) => [g.alias, g.version]));
+  const groups = (version: string, versions: string[]) => Object.fromEntries(aliasGroups(templates, version, versions).map((g) => [g.alias, g.members]));
 
-  it('latest goes to the highest version, {major} to the highest of its major, {version}.0 to the version itself', () => {
-    assert.deepEqual(goal('1877.3', ['1592.18', '1877.3', '1877.10']), { latest: '1877.10', '1877': '1877.10', '1877.3.0': '1877.3' });
-    assert.deepEqual(goal('1592.18', ['1592.18', '1877.3']), { latest: '1877.3', '1592': '1592.18', '1592.18.0': '1592.18' });
+  it('latest groups every version, {major} the versions of its major, {version}.0 the version itself; highest first', () => {
+    assert.deepEqual(groups('1877.3', ['1592.18', '1877.3', '1877.10']), { latest: ['1877.10', '1877.3', '1592.18'], '1877': ['1877.10', '1877.3'], '1877.3.0': ['1877.3'] });
+    assert.deepEqual(groups('1592.18', ['1592.18', '1877.3']), { latest: ['1877.3', '1592.18'], '1592': ['1592.18'], '1592.18.0': ['1592.18'] });
   });
 
   it('counts the version being published even before its records are listed', () => {
-    assert.deepEqual(goal('1877.4', ['1877.3']), { latest: '1877.4', '1877': '1877.4', '1877.4.0': '1877.4' });
+    assert.deepEqual(groups('1877.4', ['1877.3']), { latest: ['1877.4', '1877.3'], '1877': ['1877.4', '1877.3'], '1877.4.0': ['1877.4'] });
   });
 
-  it('passes over a version that cannot be held (no index)', () => {
-    assert.deepEqual(goal('1877.3', ['1877.3', '1877.4'], ['1877.4']), { latest: '1877.3', '1877': '1877.3', '1877.3.0': '1877.3' });
+  it('two templates naming one alias make one group of both', () => {
+    const both = parseAliasTemplates('{major},{version}');
+    assert.deepEqual(
+      aliasGroups(both, '1877', ['1877', '1877.3']).map((g) => [g.alias, g.members]),
+      [['1877', ['1877.3', '1877']]],
+    );
   });
 });
