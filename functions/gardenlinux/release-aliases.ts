@@ -29,23 +29,24 @@ export function isNumericVersion(value: string): boolean {
 /**
  * Parses the comma-separated ALIAS_TAGS. A template holds literal tag characters and the placeholders
  * `{version}` (1877.3), `{major}` (1877), `{minor}` (3) and `{patch}`; one that uses a part a version lacks does not
- * apply to it (`{major}.{minor}.{patch}` skips 1877.3).
+ * apply to it (`{major}.{minor}.{patch}` skips 1877.3). A refused template is named by its place in the list, never
+ * by its text (issue 19: a configuration message never repeats a value, which may be a secret in the wrong place).
  */
 export function parseAliasTemplates(value: string): AliasTemplate[] {
   const texts = value.split(',').map((t) => t.trim()).filter((t) => t !== '');
-  const seen = new Set<string>();
-  return texts.map((text) => {
-    if (seen.has(text)) throw new InputError(`ALIAS_TAGS names "${text}" twice`);
-    seen.add(text);
+  return texts.map((text, i) => {
+    const which = `template #${i + 1}`;
+    const first = texts.indexOf(text);
+    if (first < i) throw new InputError(`ALIAS_TAGS: ${which} repeats template #${first + 1}; name each alias once`);
     const placeholders = [...text.matchAll(PLACEHOLDER)].map((m) => m[1] as string);
     const unknown = placeholders.find((p) => !KNOWN.includes(p as Placeholder));
-    if (unknown !== undefined) throw new InputError(`ALIAS_TAGS: "${text}" uses {${unknown}}; the placeholders are {version}, {major}, {minor} and {patch}`);
+    if (unknown !== undefined) throw new InputError(`ALIAS_TAGS: ${which} uses a placeholder other than {version}, {major}, {minor} and {patch}`);
     const sample = text.replace(PLACEHOLDER, '0');
     if (!TAG.test(sample) || /[{}]/.test(sample)) {
-      throw new InputError(`ALIAS_TAGS: "${text}" does not make a valid tag (letters, digits, "_", "." and "-", at most 128, not starting with "." or "-")`);
+      throw new InputError(`ALIAS_TAGS: ${which} does not make a valid tag (letters, digits, "_", "." and "-", at most 128, not starting with "." or "-")`);
     }
     if (placeholders.length === 0 && VERSION.test(text)) {
-      throw new InputError(`ALIAS_TAGS: "${text}" looks like a version; an alias that is a version would be overwritten by that version's index`);
+      throw new InputError(`ALIAS_TAGS: ${which} looks like a version; an alias that is a version would be overwritten by that version's index`);
     }
     return { text, placeholders: placeholders as Placeholder[] };
   });

@@ -12,7 +12,8 @@
  *   names are reported as warnings (another tool wrote them);
  * - the aliases of ALIAS_TAGS hold what the rules say (follow-aliases.ts), `<arch>-<alias>` included;
  * - with a public key: the cosign signature of every artifact manifest (and container image, when those are
- *   signed) is there and passes both cosign's and gardenlinux-update's checks.
+ *   signed) is there and passes both cosign's and gardenlinux-update's checks; the report says per signature
+ *   whether the key signs layer 0, the only layer gardenlinux-update reads.
  *
  * Every registry request goes through one limiter, so a version of 100 builds is checked with a bounded number
  * of requests in flight.
@@ -23,7 +24,8 @@ import type { AliasTemplate } from '../gardenlinux/release-aliases';
 import { containerWinners, effectiveRecords, isContainerEntry, type IndexRecord } from '../gardenlinux/version-index';
 import { ImageConfigSchema, ImageManifestSchema, IndexSchema, parseJson, type Descriptor, type ImageIndex } from '../oci/descriptor';
 import { IMAGE_MANIFEST_TYPES, INDEX_TYPES } from '../oci/media-types';
-import { checkSignature } from '../signing/verify-signature';
+import { keyFingerprint } from '../signing/signer';
+import { checkSignature, type FirstLayerSigner } from '../signing/verify-signature';
 import type { Retraction, StateStore } from '../storage/state-store';
 import type { FetchedManifest, Target } from '../target/target';
 import { describeError } from '../util/errors';
@@ -52,8 +54,23 @@ export interface RepositoryReport {
   tags: number;
   aliases: number;
   signatures: number;
+  /** per signature checked, who signs its layer 0 (the only layer gardenlinux-update reads), by subject */
+  firstLayers?: FirstLayerReport[];
   errors: number;
   warnings: number;
+}
+
+export interface FirstLayerReport {
+  /** the build (cname), or the container image */
+  subject: string;
+  /** the signed manifest */
+  digest: string;
+  /** layers of its `.sig` */
+  layers: number;
+  /** the key checked against (VerifyReport.key), another key, an invalid layer, or none */
+  signer: FirstLayerSigner;
+  /** the fingerprint of the key signing layer 0, when it is the key checked against */
+  key?: string;
 }
 
 export interface VerifyReport {
@@ -62,6 +79,8 @@ export interface VerifyReport {
   ok: boolean;
   repositories: RepositoryReport[];
   problems: Problem[];
+  /** the fingerprint of the public key signatures were checked against (keyFingerprint), when there was one */
+  key?: string;
   durationMs: number;
 }
 
@@ -124,7 +143,9 @@ export async function verifyRelease(o: VerifyOptions): Promise<VerifyReport> {
       (a.subject < b.subject ? -1 : a.subject > b.subject ? 1 : 0) ||
       (a.message < b.message ? -1 : a.message > b.message ? 1 : 0),
   );
-  return { version: o.version, ok: !problems.some((p) => p.severity === 'error'), repositories, problems, durationMs: now() - started };
+  for (const r of repositories) r.firstLayers?.sort((a, b) => (a.subject < b.subject ? -1 : a.subject > b.subject ? 1 : 0));
+  const key = o.publicKey ? { key: keyFingerprint(o.publicKey) } : {};
+  return { version: o.version, ok: !problems.some((p) => p.severity === 'error'), repositories, problems, ...key, durationMs: now() - started };
 }
 
 interface Listed {
@@ -222,9 +243,12 @@ async function checkEntry(o: VerifyOptions, target: Target, entry: Descriptor, i
       (async () => {
         const s = await checkSignature(target, entry.digest, o.publicKey as KeyObject);
         report.signatures++;
+        (report.firstLayers ??= []).push({ subject, digest: entry.digest, layers: s.layers, signer: s.firstLayer, ...(s.firstLayerKey ? { key: s.firstLayerKey } : {}) });
         if (!s.cosign || !s.updater) {
           const who = !s.cosign && !s.updater ? 'cosign and gardenlinux-update refuse it' : !s.cosign ? 'cosign refuses it' : 'gardenlinux-update refuses it';
-          add('error', 'signature', subject, `${s.tag}: ${who}: ${s.problem ?? 'no valid signature'}`);
+          // The key's signature is there, only not first (a key rotation): the remedy is an action away.
+          const fix = s.keyLayer !== undefined && s.keyLayer > 0 && !s.updater ? `; layer ${s.keyLayer} holds this key's signature: sign-first ${o.version} puts it first` : '';
+          add('error', 'signature', subject, `${s.tag}: ${who}: ${s.problem ?? 'no valid signature'}${fix}`);
         }
       })(),
     );

@@ -6,6 +6,7 @@
  */
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import type { TransferObserver } from '../orchestration/context';
+import type { FirstSignatureResult } from '../orchestration/sign-manifest';
 import type { HandlerResult, SqsBatchResult } from './handler';
 import type { JobSummary } from './run-job';
 
@@ -65,6 +66,13 @@ function details(line: LogLine): string {
   return parts.length > 0 ? ` (${parts.join(', ')})` : '';
 }
 
+/** What sign-first did to one signature image, for a person. */
+function firstAction(s: FirstSignatureResult): string {
+  const what =
+    s.action === 'already-first' ? 'the key signs layer 0 already' : s.action === 'moved' ? `moved from layer ${s.from ?? '?'} to layer 0` : s.action === 'signed' ? 'signed (layer 0)' : 'signed and put first';
+  return `${what}, ${s.layers} ${s.layers === 1 ? 'layer' : 'layers'}  ${s.subject}`;
+}
+
 export function formatSummary(j: JobSummary): string {
   const out: string[] = [];
   const what = j.base ?? (j.version ? `version ${j.version}` : j.key ?? j.job);
@@ -74,7 +82,7 @@ export function formatSummary(j: JobSummary): string {
   if (j.reason) row('reason', j.reason);
   if (j.manifest) row('manifest', `${j.manifest.repository}:${j.manifest.tag}  ${shortDigest(j.manifest.digest)}`);
   if (j.container) row('image', `${j.container.repository}:${j.container.tag}  ${shortDigest(j.container.digest)}${j.container.tagged ? '' : '  (a newer build holds the tag)'}`);
-  for (const s of j.signatures ?? []) row('signature', `${s.tag.slice(0, 19)}….sig  ${s.written ? 'written' : 'already there'}`);
+  for (const s of j.signatures ?? []) row('signature', `${s.tag.slice(0, 19)}….sig  ${'action' in s ? firstAction(s as FirstSignatureResult) : s.written ? 'written' : 'already there'}`);
   for (const i of j.indexes ?? []) row('index', `${i.repository}:${i.tag}  ${shortDigest(i.digest)}  ${i.changed ? 'written' : 'unchanged'}, ${i.entries} ${i.entries === 1 ? 'entry' : 'entries'}`);
   const aliases = (j.releaseAliases ?? []).map((a) => `${a.alias}${a.changed ? '*' : ''}→${a.version}`);
   if (aliases.length > 0) row('aliases', `${aliases.join(' ')}  (* moved now)`);

@@ -1,13 +1,20 @@
 /**
  * `gl-oci-publish`: the Lambda's code outside Lambda. Configuration comes from the same environment variables;
  * options override them. At a terminal it shows progress and a readable summary (cli-display.ts); otherwise, or
- * with --json, JSON log lines go to stderr and the job summaries to stdout. The exit code is 1 when a job failed,
- * 2 when the command line was wrong.
+ * with --json, JSON log lines go to stderr and the job summaries to stdout. The exit code is 1 when a job failed
+ * (or `verify` found problems), 2 when the command line or the configuration was wrong: a usage error, printed as one
+ * line before any job runs (README, "CLI").
  */
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
-import { isBaseName, metadataKey } from '../gardenlinux/naming';
-import { describeError } from '../util/errors';
+import { isBaseName, isVersion, metadataKey } from '../gardenlinux/naming';
+import { checkTag } from '../orchestration/aliases';
+import { fileSigner, parseSigningKey, readPublicKey } from '../signing/signer';
+import { BUCKET_NAME } from '../storage/object-store';
+import { describeError, InputError } from '../util/errors';
+import { loadConfig, type Config } from './config';
+import { normaliseEvent } from './events';
 import { createHandler, JobsFailedError, type HandlerResult, type SqsBatchResult } from './handler';
 import { createDisplay } from './cli-display';
 import { formatReport } from './verify-table';
@@ -45,9 +52,52 @@ function environment(globals: Globals, dir?: string): Record<string, string | un
   };
 }
 
+/** A wrong command line or configuration: main() prints it as one line and exits 2. */
+class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** What a command checks before the handler runs, beyond what every command checks. */
+interface Preflight {
+  /** what the command's arguments need of the configuration (a configured sub-repository, a records location) */
+  check?: (config: Config) => void;
+  /** where VERIFY_PUBLIC_KEY came from, for the message (verify's --public-key) */
+  publicKeyFrom?: string;
+}
+
+/**
+ * What the handler would refuse before any job, refused here first, so that it is a usage error (exit 2, one line)
+ * and not a failed run: the configuration, the payload the command line makes (or the event file holds), the key
+ * files it names, and what the command checks itself.
+ */
+async function preflight(env: Record<string, string | undefined>, event: unknown, pre: Preflight): Promise<void> {
+  const config = loadConfig(env); // a ConfigError names the variable and never shows its value
+  pre.check?.(config);
+  normaliseEvent(event);
+  if (config.verifyPublicKey !== undefined) {
+    await readPublicKey(config.verifyPublicKey).catch((err: unknown) => {
+      throw new UsageError(`${pre.publicKeyFrom ?? 'VERIFY_PUBLIC_KEY'}: ${(err as Error).message}`);
+    });
+  }
+  if (config.signingKey !== undefined) {
+    const ref = parseSigningKey(config.signingKey);
+    // A KMS key is opened by the handler (a network call; its failure is not the command line's).
+    if (ref.kind === 'file') {
+      await fileSigner(ref.path).catch((err: unknown) => {
+        throw new UsageError(`SIGNING_KEY: ${(err as Error).message}`);
+      });
+    }
+  }
+}
+
 /**
  * Runs the handler once with the display the situation asks for; prints a failure as one line and sets the exit
- * status. `summaries`: print the job summaries (the verify command prints its report instead).
+ * status. `summaries`: print the job summaries (the verify command prints its report instead). Usage errors are
+ * thrown before the handler starts (preflight); one the handler finds all the same (an InputError raised before any
+ * job ran) exits 2 as well, a failed job 1.
  */
 async function invoke(
   globals: Globals,
@@ -55,10 +105,13 @@ async function invoke(
   dir?: string,
   extraEnv: Record<string, string> = {},
   summaries = true,
+  pre: Preflight = {},
 ): Promise<HandlerResult | SqsBatchResult | undefined> {
+  const env = { ...environment(globals, dir), ...extraEnv };
+  await preflight(env, event, pre);
   const display = createDisplay({ json: globals.json === true, quiet: globals.quiet === true, stdout: process.stdout, stderr: process.stderr });
   const handler = createHandler({
-    env: { ...environment(globals, dir), ...extraEnv },
+    env,
     logSink: (line) => display.logSink(line),
     ...(display.progress ? { progress: display.progress } : {}),
   });
@@ -70,24 +123,58 @@ async function invoke(
   } catch (err) {
     if (err instanceof JobsFailedError && summaries) display.summaries({ jobs: err.summaries });
     process.stderr.write(`gl-oci-publish: ${describeError(err)}\n`);
-    process.exitCode = 1;
+    // Jobs report their failures in their summaries (JobsFailedError); an InputError escapes the handler only before
+    // any job ran: the configuration or the event was refused.
+    process.exitCode = err instanceof InputError ? 2 : 1;
     return undefined;
   } finally {
     display.stop();
   }
 }
 
-/** Where the publisher records are: a bucket (else STATE_BUCKET), or the directory used to publish. */
-function recordsIn(options: { bucket?: string; dir?: string }): { bucket?: string; dir?: string } {
+/** --bucket and --dir, each checked: one of them at most, a bucket name, an existing directory. */
+function place(options: { bucket?: string; dir?: string }): { bucket?: string; dir?: string } {
+  if (options.bucket && options.dir) throw new UsageError('give either --bucket or --dir, not both');
+  if (options.bucket !== undefined && !BUCKET_NAME.test(options.bucket)) throw new UsageError(`--bucket: "${options.bucket}" is not an S3 bucket name`);
+  if (options.dir !== undefined && !statSync(options.dir, { throwIfNoEntry: false })?.isDirectory()) {
+    throw new UsageError(`--dir: ${options.dir} is not a directory`);
+  }
   if (options.dir) return { bucket: LOCAL_BUCKET, dir: options.dir };
   return options.bucket ? { bucket: options.bucket } : {};
 }
 
+/** Where the publisher records are: a bucket (else STATE_BUCKET), or the directory used to publish. */
+function recordsIn(options: { bucket?: string; dir?: string }): { bucket?: string; dir?: string } {
+  return place(options);
+}
+
+/** What the records commands need of the configuration: somewhere the records are, a bucket it may read. */
+function recordsCheck(where: { bucket?: string; dir?: string }): (config: Config) => void {
+  return (config) => {
+    if (where.bucket === undefined && config.stateBucket === undefined) {
+      throw new UsageError('say where the records are: --bucket <name>, --dir <path> or STATE_BUCKET (--state-bucket)');
+    }
+    bucketAllowed(where, config);
+  };
+}
+
+/** ALLOWED_BUCKETS, checked before the job that would refuse the bucket (its list is not repeated). */
+function bucketAllowed(where: { bucket?: string; dir?: string }, config: Config): void {
+  if (where.dir === undefined && where.bucket !== undefined && config.allowedBuckets !== undefined && !config.allowedBuckets.includes(where.bucket)) {
+    throw new UsageError(`--bucket: "${where.bucket}" is not one this publisher reads (ALLOWED_BUCKETS)`);
+  }
+}
+
 function source(options: { bucket?: string; dir?: string }): { bucket: string; dir?: string } {
-  if (options.bucket && options.dir) throw new Error('give either --bucket or --dir, not both');
-  if (options.dir) return { bucket: LOCAL_BUCKET, dir: options.dir };
-  if (options.bucket) return { bucket: options.bucket };
-  throw new Error('say where the build is: --bucket <name> (S3) or --dir <path> (a directory laid out like the bucket)');
+  const { bucket, dir } = place(options);
+  if (bucket !== undefined) return { bucket, ...(dir ? { dir } : {}) };
+  throw new UsageError('say where the build is: --bucket <name> (S3) or --dir <path> (a directory laid out like the bucket)');
+}
+
+/** A Garden Linux version as the versions index is named: <major>.<minor>[.<patch>] (naming.ts, spec §1). */
+function version(value: string): string {
+  if (!isVersion(value)) throw new UsageError(`"${value}" is not a Garden Linux version such as 1877.3 or 2150.0.0 (<major>.<minor>[.<patch>])`);
+  return value;
 }
 
 function example(command: string): string {
@@ -96,9 +183,11 @@ function example(command: string): string {
 
 export function buildProgram(): Command {
   // Usage errors are thrown, not exited with 1 (the status of a failed job): main() exits 2. Set before the
-  // subcommands are added, which take it over.
+  // subcommands are added, which take it over. Commander's own messages (an unknown option, a missing argument)
+  // are one line too, like every usage error: no help after them, but where to find it.
   const program = new Command('gl-oci-publish')
     .exitOverride()
+    .configureOutput({ outputError: (message, write) => write(`gl-oci-publish: ${message.trim().replace(/\s*\n\s*/g, ' ')} (see --help)\n`) })
     .description(
       'Publish Garden Linux builds to an OCI registry: the container image, the Garden Linux artifact manifest and ' +
         'the version index. The same code as the Lambda; every option falls back to its environment variable.',
@@ -112,13 +201,12 @@ export function buildProgram(): Command {
     .addOption(new Option('--json', 'JSON log lines on stderr and JSON summaries on stdout, as the Lambda (the default when stderr is not a terminal)'))
     .addOption(new Option('-q, --quiet', 'print only errors and the final summary'))
     .addOption(
-      new Option('-k, --signing-key <key>', 'sign artifact manifests (cosign .sig): file:<PEM private key> or awskms:///<key id, ARN or alias>').env(
+      new Option('-k, --signing-key <key>', 'sign artifact manifests (cosign .sig): file:<path to a PEM private key> or awskms:///<key id, ARN or alias>').env(
         'SIGNING_KEY',
       ),
     )
     .addOption(new Option('--sign-container-images', 'sign the container image manifests too'))
     .addOption(new Option('-a, --alias-tags <list>', 'aliases that follow the highest version, e.g. latest,{major},{version}.0').env('ALIAS_TAGS'))
-    .showHelpAfterError()
     .addHelpText(
       'after',
       `
@@ -135,6 +223,7 @@ Examples:
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -k awskms:///alias/gardenlinux-release-oci-sign sign-first 1877.3
   gl-oci-publish -r oci-layout:./out event saved-s3-event.json`,
     );
 
@@ -152,7 +241,7 @@ Examples:
         throw new Error(`"${build}" is not a base name such as container-amd64-1877.3-75df9f40 (<flavor>-<arch>-<version>-<commit>), nor a metadata key meta/singles/<base>`);
       }
       const key = build.startsWith('meta/singles/') ? build : metadataKey(build);
-      await invoke(program.opts<Globals>(), { action: 'publish', bucket: s.bucket, key }, s.dir);
+      await invoke(program.opts<Globals>(), { action: 'publish', bucket: s.bucket, key }, s.dir, {}, true, { check: (config) => bucketAllowed(s, config) });
     });
 
   program
@@ -162,9 +251,10 @@ Examples:
     .option('-b, --bucket <bucket>', 'bucket holding the records (default: STATE_BUCKET)')
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
     .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux reindex 1877.3 --bucket gardenlinux-github-releases'))
-    .action(async (version: string, options: { bucket?: string; dir?: string }) => {
-      const { bucket, dir } = recordsIn(options);
-      await invoke(program.opts<Globals>(), { action: 'reindex', version, ...(bucket ? { bucket } : {}) }, dir);
+    .action(async (v: string, options: { bucket?: string; dir?: string }) => {
+      const where = recordsIn(options);
+      const { bucket, dir } = where;
+      await invoke(program.opts<Globals>(), { action: 'reindex', version: version(v), ...(bucket ? { bucket } : {}) }, dir, {}, true, { check: recordsCheck(where) });
     });
 
   program
@@ -174,8 +264,23 @@ Examples:
     .argument('<tags...>', 'alias tags, e.g. 1877 latest')
     .option('--repository <path>', 'a configured container sub-repository instead of the main repository')
     .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux tag 1877.3 1877 latest'))
-    .action(async (version: string, tags: string[], options: { repository?: string }) => {
-      await invoke(program.opts<Globals>(), { action: 'tag', version, tags, ...(options.repository ? { repository: options.repository } : {}) });
+    .action(async (v: string, tags: string[], options: { repository?: string }) => {
+      version(v);
+      for (const tag of tags) {
+        try {
+          checkTag(tag);
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+      }
+      const { repository } = options;
+      await invoke(program.opts<Globals>(), { action: 'tag', version: v, tags, ...(repository ? { repository } : {}) }, undefined, {}, true, {
+        check: (config) => {
+          if (repository !== undefined && !Object.values(config.containerRepositories).includes(repository)) {
+            throw new UsageError(`--repository: "${repository}" is not one of the configured container repositories (CONTAINER_REPOSITORIES)`);
+          }
+        },
+      });
     });
 
   program
@@ -186,8 +291,10 @@ Examples:
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
     .addHelpText('after', example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases'))
     .action(async (base: string, options: { bucket?: string; dir?: string }) => {
-      const { bucket, dir } = recordsIn(options);
-      await invoke(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir);
+      if (!isBaseName(base)) throw new UsageError(`"${base}" is not a base name such as metal_pxe-amd64-1877.3-75df9f40 (<flavor>-<arch>-<version>-<commit>)`);
+      const where = recordsIn(options);
+      const { bucket, dir } = where;
+      await invoke(program.opts<Globals>(), { action: 'retract', base, ...(bucket ? { bucket } : {}) }, dir, {}, true, { check: recordsCheck(where) });
     });
 
   program
@@ -198,18 +305,51 @@ Examples:
     .option('-d, --dir <path>', 'directory holding the records (the --dir used to publish)')
     .option('-p, --public-key <file>', 'check signatures against this PEM public key (default: the signing key, if any)')
     .option('--json', 'print the report as JSON (the default when standard output is not a terminal)')
-    .addHelpText('after', `\nExit status 0 when the release is complete, 1 when anything is wrong.${example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases')}`)
-    .action(async (version: string, options: { bucket?: string; dir?: string; publicKey?: string; json?: boolean }) => {
-      const { bucket, dir } = recordsIn(options);
+    .addHelpText(
+      'after',
+      `\nExit status 0 when the release is complete, 1 when anything is wrong (or the check could not be made), 2 for a usage error.${example('gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases')}`,
+    )
+    .action(async (v: string, options: { bucket?: string; dir?: string; publicKey?: string; json?: boolean }) => {
+      const where = recordsIn(options);
+      const { bucket, dir } = where;
       const globals = program.opts<Globals>();
-      const result = await invoke(globals, { action: 'verify', version, ...(bucket ? { bucket } : {}) }, dir, options.publicKey ? { VERIFY_PUBLIC_KEY: options.publicKey } : {}, false);
+      const keyFile: Record<string, string> = options.publicKey ? { VERIFY_PUBLIC_KEY: options.publicKey } : {};
+      const result = await invoke(globals, { action: 'verify', version: version(v), ...(bucket ? { bucket } : {}) }, dir, keyFile, false, {
+        check: recordsCheck(where),
+        publicKeyFrom: '--public-key',
+      });
       const report = result && 'jobs' in result ? result.jobs[0]?.verify : undefined;
       if (report === undefined) {
-        process.exitCode = 1;
+        // invoke() has set 1 (the check failed) or 2 (refused before it began)
+        if (!process.exitCode) process.exitCode = 1;
         return;
       }
       process.stdout.write(options.json || globals.json || !process.stdout.isTTY ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
       if (!report.ok) process.exitCode = 1;
+    });
+
+  program
+    .command('sign-first')
+    .description(
+      "after a key rotation: put the signing key's signature first (layer 0, the only one gardenlinux-update reads) in the .sig of " +
+        'every artifact manifest of <version>, signing where it has none; the other signatures stay, in their order',
+    )
+    .argument('<version>', 'Garden Linux version, e.g. 1877.3')
+    .addHelpText(
+      'after',
+      `\nNeeds --signing-key (SIGNING_KEY): the new key. Container images too with --sign-container-images (and
+--container-repositories as deployed). Writes only the .sig tags whose layer 0 is not that key's; a second run
+writes nothing. Ship the new public key in a release before this (docs/operations.md, "Rotate the signing key").${example(
+        'gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -k awskms:///alias/gardenlinux-release-oci-sign sign-first 1877.3',
+      )}`,
+    )
+    .action(async (v: string) => {
+      const globals = program.opts<Globals>();
+      // Refused before anything is read: without the key there is nothing to put first.
+      if (!globals.signingKey) {
+        throw new UsageError('sign-first needs the key whose signature goes first: --signing-key file:<path to a PEM private key> or awskms:///<key> (or SIGNING_KEY)');
+      }
+      await invoke(globals, { action: 'sign-first', version: version(v) });
     });
 
   program
@@ -219,14 +359,20 @@ Examples:
     .option('-d, --dir <path>', 'serve every bucket the event names from this local directory')
     .addHelpText('after', example('gl-oci-publish -r oci-layout:./out event infra/events/s3-put.json --dir ./bucket-copy'))
     .action(async (file: string, options: { dir?: string }) => {
-      const text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+      const { dir } = place(options);
+      let text: string;
+      try {
+        text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+      } catch (err) {
+        throw new UsageError(`cannot read the event file ${file} (${String((err as { code?: unknown }).code ?? (err as Error).message)})`);
+      }
       let event: unknown;
       try {
         event = JSON.parse(text);
       } catch {
-        throw new Error(`${file} is not JSON`);
+        throw new UsageError(`${file} is not JSON`);
       }
-      await invoke(program.opts<Globals>(), event, options.dir);
+      await invoke(program.opts<Globals>(), event, dir);
     });
 
   return program;
@@ -239,8 +385,9 @@ async function readStdin(): Promise<string> {
 }
 
 /**
- * Exit status: 0 done, 1 a job failed, 2 the command line was wrong (commander's own usage errors included; it has
- * printed them already). Help and version exit 0.
+ * Exit status: 0 done, 1 a job failed (verify: the release has problems), 2 the command line or the configuration
+ * was wrong: whatever an action throws is a usage error (UsageError, ConfigError, the InputError of a payload), as
+ * are commander's own (it has printed them already, on one line). Help and version exit 0.
  */
 export async function main(argv: string[] = process.argv): Promise<void> {
   try {

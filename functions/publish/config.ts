@@ -1,6 +1,8 @@
 /**
  * Configuration from environment variables, validated once at start-up. A bad value stops the function with a
- * message that names the variable and says what is expected.
+ * message that names the variable and says what is expected. A message never repeats a value or a part of it: any
+ * value may be a secret (a private key, a password, a token pasted into the wrong variable), and the message goes
+ * to the logs; where a value looks like key material, the message says so (issue 19).
  */
 import * as z from 'zod';
 import { isRepositoryPath, parseTargetLocation, type TargetLocation } from '../registry/location';
@@ -65,6 +67,37 @@ export class ConfigError extends InputError {
   }
 }
 
+/**
+ * What a value looks like when it looks like key material: a PEM block, or a long base64 string (DER, a token).
+ * Error messages say this instead of showing the value.
+ */
+export function keyMaterialShape(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const pem = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(value)?.[1];
+  if (pem !== undefined) {
+    if (pem.includes('PRIVATE KEY')) return 'a PEM private key';
+    if (pem.includes('PUBLIC KEY')) return 'a PEM public key';
+    return pem === 'CERTIFICATE' ? 'a PEM certificate' : 'a PEM block';
+  }
+  for (const run of value.match(/[A-Za-z0-9+/]{40,}={0,2}/g) ?? []) {
+    if (/[A-Z]/.test(run) && /[a-z]/.test(run) && /\d/.test(run)) return 'a long base64 string, like key material';
+  }
+  return undefined;
+}
+
+/** Whether a URL carries credentials (user:password@), which must neither work nor reach a message. */
+function withoutCredentials(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return url.username === '' && url.password === '';
+  } catch {
+    return true; // not a URL: its own check says so
+  }
+}
+
+/** Text that is a path, never key material: what a PEM text or a line break in a path variable is refused by. */
+const notKeyText = (v: string) => !/-----BEGIN |[\r\n]/.test(v);
+
 const bool = (name: string) =>
   z
     .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: `${name} must be true or false` })
@@ -97,10 +130,13 @@ const Env = z.object({
       'STATE_PREFIX must not be empty or under meta/ or objects/ (the publisher would trigger itself or mix with builds)',
     ),
   CONTAINER_REPOSITORIES: z.string().optional(),
-  AWS_ENDPOINT_URL_S3: z.url({ message: 'AWS_ENDPOINT_URL_S3 must be a URL' }).optional(),
+  AWS_ENDPOINT_URL_S3: z
+    .url({ message: 'AWS_ENDPOINT_URL_S3 must be a URL' })
+    .refine(withoutCredentials, 'AWS_ENDPOINT_URL_S3 must not contain credentials (user:password@): S3 requests are signed with the AWS credentials')
+    .optional(),
   S3_FORCE_PATH_STYLE: bool('S3_FORCE_PATH_STYLE').default(false),
-  AWS_REGION: z.string().min(1).optional(),
-  SOURCE_DIR: z.string().min(1).optional(),
+  AWS_REGION: z.string().regex(/^[a-z0-9-]{1,64}$/, 'AWS_REGION must be a region name such as eu-central-1 (lowercase letters, digits and "-")').optional(),
+  SOURCE_DIR: z.string().min(1).refine(notKeyText, 'SOURCE_DIR must be the path of a directory laid out like the bucket').optional(),
   BLOB_CONCURRENCY: wholeNumber('BLOB_CONCURRENCY', 1, 32).default(4),
   MD5_CHECK: z.enum(['etag', 'stream', 'off'], { message: 'MD5_CHECK must be etag, stream or off' }).default('etag'),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error'], { message: 'LOG_LEVEL must be debug, info, warn or error' }).default('info'),
@@ -138,9 +174,17 @@ const Env = z.object({
   IMAGE_SOURCE: z
     .url({ message: 'IMAGE_SOURCE must be a URL, such as https://github.com/gardenlinux/gardenlinux' })
     .max(512, 'IMAGE_SOURCE must be at most 512 characters')
+    .refine(withoutCredentials, 'IMAGE_SOURCE must not contain credentials (user:password@): it is written into every artifact manifest')
     .default(GARDENLINUX_SOURCE),
-  VERIFY_PUBLIC_KEY: z.string().min(1, 'VERIFY_PUBLIC_KEY must name a PEM file').optional(),
-  AWS_ENDPOINT_URL_KMS: z.url({ message: 'AWS_ENDPOINT_URL_KMS must be a URL' }).optional(),
+  VERIFY_PUBLIC_KEY: z
+    .string()
+    .min(1, 'VERIFY_PUBLIC_KEY must name a PEM file')
+    .refine(notKeyText, 'VERIFY_PUBLIC_KEY must be the path of a PEM public key file, not the key itself')
+    .optional(),
+  AWS_ENDPOINT_URL_KMS: z
+    .url({ message: 'AWS_ENDPOINT_URL_KMS must be a URL' })
+    .refine(withoutCredentials, 'AWS_ENDPOINT_URL_KMS must not contain credentials (user:password@): KMS requests are signed with the AWS credentials')
+    .optional(),
   STOP_MARGIN_SECONDS: z.coerce
     .number({ message: 'STOP_MARGIN_SECONDS must be a number' })
     .min(0, 'STOP_MARGIN_SECONDS must not be negative')
@@ -163,42 +207,54 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   );
   // "none": no secret. A deployment parameter cannot be empty (osls refuses it), so this is how one says so.
   if (present.REGISTRY_CREDENTIALS_SECRET === 'none') delete present.REGISTRY_CREDENTIALS_SECRET;
+  /**
+   * Refuses the configuration. `message` names the variables and says what is expected, never what they hold; for
+   * a variable whose value looks like key material, it says so (unless the message already says what is not shown).
+   */
+  const fail: (message: string, ...names: string[]) => never = (message, ...names) => {
+    const shapes = message.includes('not shown')
+      ? []
+      : names.flatMap((n) => {
+          const shape = keyMaterialShape(present[n]);
+          return shape ? [`${n} looks like ${shape}`] : [];
+        });
+    throw new ConfigError(`invalid configuration: ${message}${shapes.length > 0 ? ` (${shapes.join('; ')}; its value is not shown)` : ''}`);
+  };
   const parsed = Env.safeParse(present);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    const name = issue?.path[0];
-    throw new ConfigError(`invalid configuration: ${issue?.message ?? 'unknown problem'}${name && !issue?.message.includes(String(name)) ? ` (${String(name)})` : ''}`);
+    const name = issue?.path[0] === undefined ? undefined : String(issue.path[0]);
+    const message = issue?.message ?? 'unknown problem';
+    fail(`${message}${name && !message.includes(name) ? ` (${name})` : ''}`, ...(name ? [name] : []));
   }
   const e = parsed.data;
   let target: TargetLocation;
   try {
     target = parseTargetLocation(e.REGISTRY);
   } catch (err) {
-    throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
+    fail((err as Error).message, 'REGISTRY');
   }
   if ((e.REGISTRY_USERNAME === undefined) !== (e.REGISTRY_PASSWORD === undefined)) {
-    throw new ConfigError('invalid configuration: REGISTRY_USERNAME and REGISTRY_PASSWORD must be set together');
+    fail('REGISTRY_USERNAME and REGISTRY_PASSWORD must be set together', 'REGISTRY_USERNAME', 'REGISTRY_PASSWORD');
   }
   if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && e.REGISTRY_USERNAME !== undefined) {
-    throw new ConfigError('invalid configuration: set either REGISTRY_CREDENTIALS_SECRET or REGISTRY_USERNAME/REGISTRY_PASSWORD, not both');
+    fail('set either REGISTRY_CREDENTIALS_SECRET or REGISTRY_USERNAME/REGISTRY_PASSWORD, not both', 'REGISTRY_CREDENTIALS_SECRET');
   }
   if (e.SIGN_CONTAINER_IMAGES && e.SIGNING_KEY === undefined) {
-    throw new ConfigError('invalid configuration: SIGN_CONTAINER_IMAGES=true needs a SIGNING_KEY');
+    fail('SIGN_CONTAINER_IMAGES=true needs a SIGNING_KEY');
   }
   if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && target.kind !== 'registry') {
-    throw new ConfigError('invalid configuration: REGISTRY_CREDENTIALS_SECRET needs a registry REGISTRY, not an oci-layout');
+    fail('REGISTRY_CREDENTIALS_SECRET needs a registry REGISTRY, not an oci-layout', 'REGISTRY_CREDENTIALS_SECRET');
   }
   // Each large file read in ranges holds up to S3_READERS parts in memory, and BLOB_CONCURRENCY files move at once.
   if (e.S3_READERS * e.S3_PART_MIB > MAX_RANGE_BUFFER_MIB) {
-    throw new ConfigError(
-      `invalid configuration: S3_READERS × S3_PART_MIB is ${e.S3_READERS * e.S3_PART_MIB} MiB of buffers per file; at most ${MAX_RANGE_BUFFER_MIB} MiB`,
-    );
+    fail(`S3_READERS × S3_PART_MIB is ${e.S3_READERS * e.S3_PART_MIB} MiB of buffers per file; at most ${MAX_RANGE_BUFFER_MIB} MiB`);
   }
   let aliasTemplates: AliasTemplate[] = [];
   try {
     aliasTemplates = e.ALIAS_TAGS === undefined ? [] : parseAliasTemplates(e.ALIAS_TAGS);
   } catch (err) {
-    throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
+    fail((err as Error).message, 'ALIAS_TAGS');
   }
   let containerRepositories: Record<string, string> = {};
   if (e.CONTAINER_REPOSITORIES !== undefined) {
@@ -206,14 +262,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     try {
       json = JSON.parse(e.CONTAINER_REPOSITORIES);
     } catch {
-      throw new ConfigError('invalid configuration: CONTAINER_REPOSITORIES must be a JSON object such as {"container-pythonDev":"container-python-dev"}');
+      fail('CONTAINER_REPOSITORIES must be a JSON object such as {"container-pythonDev":"container-python-dev"}', 'CONTAINER_REPOSITORIES');
     }
     const r = Repositories.safeParse(json);
     if (!r.success) {
+      // Entries are named by their place, not their text.
       const issue = r.error.issues[0];
-      const at = issue && issue.path.length > 0 ? ` at "${issue.path.join('.')}"` : '';
-      const why = issue?.code === 'invalid_key' ? 'keys are flavor names (letters, digits, "_" and "-")' : (issue?.message ?? 'expected an object of strings');
-      throw new ConfigError(`invalid configuration: CONTAINER_REPOSITORIES${at}: ${why}`);
+      const key = issue?.path[0];
+      const n = key === undefined || json === null || typeof json !== 'object' ? 0 : Object.keys(json).indexOf(String(key)) + 1;
+      fail(
+        n === 0
+          ? 'CONTAINER_REPOSITORIES: expected a JSON object of flavor names to repository paths, such as {"container-pythonDev":"container-python-dev"}'
+          : issue?.code === 'invalid_key'
+            ? `CONTAINER_REPOSITORIES: key #${n} is not a flavor name (letters, digits, "_" and "-")`
+            : `CONTAINER_REPOSITORIES: the value of key #${n} is not a repository path (lowercase, e.g. "container-python-dev")`,
+        'CONTAINER_REPOSITORIES',
+      );
     }
     containerRepositories = r.data;
   }

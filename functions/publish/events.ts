@@ -3,7 +3,7 @@
  * - S3 notifications (`Records[].s3`), several records per event, keys form-URL-decoded;
  * - EventBridge `Object Created` events from S3 (keys as they are, not encoded);
  * - SQS events whose message bodies are S3 notifications (or EventBridge events); S3 test messages are dropped;
- * - manual payloads from the console or the CLI: publish, reindex, tag, retract, verify.
+ * - manual payloads from the console or the CLI: publish, reindex, tag, retract, verify, sign-first.
  */
 import * as z from 'zod';
 import { isBaseName, isVersion, metadataKey } from '../gardenlinux/naming';
@@ -31,6 +31,8 @@ export type Job =
   | { kind: 'retract'; bucket?: string; base: string; origin: JobOrigin }
   /** checks a published version as its readers see it; writes nothing */
   | { kind: 'verify'; bucket?: string; version: string; origin: JobOrigin }
+  /** puts the configured key's signature first in the `.sig` of every manifest of a version (after a key rotation) */
+  | { kind: 'sign-first'; version: string; origin: JobOrigin }
   /** a message that could not be understood: it fails on its own, the rest of the batch goes on */
   | { kind: 'invalid'; error: string; origin: JobOrigin; messageId?: string }
   /** an event that is valid but asks for nothing (an S3 test message, a deletion) */
@@ -115,6 +117,12 @@ const ManualVerify = z.strictObject({
   version: versionField,
 });
 
+/** Reads the version index, not the records: no bucket. */
+const ManualSignFirst = z.strictObject({
+  action: z.literal('sign-first'),
+  version: versionField,
+});
+
 const ManualRetract = z.strictObject({
   action: z.literal('retract'),
   /** where the records are when STATE_BUCKET is not set */
@@ -125,7 +133,7 @@ const ManualRetract = z.strictObject({
 export const ACCEPTED_SHAPES =
   'accepted are S3 notifications ({"Records":[{"s3":…}]}), EventBridge "Object Created" events from aws.s3, ' +
   'SQS events carrying S3 notifications, and manual payloads {"action":"publish","bucket":…,"key":"meta/singles/<base>"} ' +
-  '(or "base" instead of "key"), {"action":"reindex","bucket":…,"version":…}, {"action":"tag","version":…,"tags":[…]}, {"action":"retract","base":…}, {"action":"verify","version":…}';
+  '(or "base" instead of "key"), {"action":"reindex","bucket":…,"version":…}, {"action":"tag","version":…,"tags":[…]}, {"action":"retract","base":…}, {"action":"verify","version":…}, {"action":"sign-first","version":…}';
 
 function fromNotification(n: z.infer<typeof S3Notification>, origin: JobOrigin, messageId?: string): Job[] {
   return n.Records.map((r): Job => {
@@ -206,8 +214,13 @@ function fromManual(event: Record<string, unknown>): Job[] {
       if (!p.success) throw new InputError(`invalid verify payload: ${formatIssues(p.error)}`);
       return [{ kind: 'verify', version: p.data.version, origin: 'manual', ...(p.data.bucket ? { bucket: p.data.bucket } : {}) }];
     }
+    case 'sign-first': {
+      const p = ManualSignFirst.safeParse(event);
+      if (!p.success) throw new InputError(`invalid sign-first payload: ${formatIssues(p.error)}`);
+      return [{ kind: 'sign-first', version: p.data.version, origin: 'manual' }];
+    }
     default:
-      throw new InputError(`unknown action ${JSON.stringify(event.action)}: expected "publish", "reindex", "tag", "retract" or "verify"`);
+      throw new InputError(`unknown action ${JSON.stringify(event.action)}: expected "publish", "reindex", "tag", "retract", "verify" or "sign-first"`);
   }
 }
 

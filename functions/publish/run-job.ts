@@ -5,6 +5,8 @@ import { convergeVersion, type IndexUpdate } from '../orchestration/converge';
 import { aliasesMoved, followAliases, type AliasUpdate } from '../orchestration/follow-aliases';
 import { metadataBuildTime, publishBuild, type BuildResult } from '../orchestration/publish-build';
 import { retractBuild, type RetractResult } from '../orchestration/retract';
+import { signFirst } from '../orchestration/sign-first';
+import type { FirstSignatureResult } from '../orchestration/sign-manifest';
 import { verifyRelease, type VerifyReport } from '../orchestration/verify-release';
 import { StateStore } from '../storage/state-store';
 import type { Target, TargetSet } from '../target/target';
@@ -30,7 +32,8 @@ export interface JobSummary {
   manifest?: { repository: string; tag: string; digest: string };
   container?: BuildResult['container'];
   indexes?: IndexUpdate[];
-  signatures?: BuildResult['signatures'];
+  /** a publication's signatures; for sign-first, what it did to each signature image (FirstSignatureResult) */
+  signatures?: BuildResult['signatures'] | FirstSignatureResult[];
   /** the manual tag action's tags */
   aliases?: AliasResult;
   /** the ALIAS_TAGS aliases after a publication, reindex or retraction */
@@ -182,6 +185,28 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
         });
         // Nothing changed; what is wrong is in the report (the job itself did its work).
         return done({ ...where, outcome: 'unchanged', verify: report });
+      }
+      case 'sign-first': {
+        Object.assign(where, { version: job.version });
+        // Checked before any request: without the key there is nothing to put first, and nothing is touched.
+        if (!rt.signer) {
+          throw new InputError(
+            `sign-first needs the signing key whose signature goes first: set SIGNING_KEY (the deployment's signingKeyArn, the CLI's --signing-key); nothing was read or written`,
+          );
+        }
+        deadline.ensure(`putting the signatures of ${job.version} first`, MIN_JOB_MS);
+        const placed: FirstSignatureResult[] = [];
+        where.signatures = placed;
+        await signFirst({
+          targets: allTargets(rt.targets.forJob({ signal: deadline.signal, timeLeft: () => deadline.left() }), rt),
+          version: job.version,
+          signer: rt.signer,
+          signContainerImages: rt.config.signContainerImages,
+          logger,
+          counters,
+          results: placed,
+        });
+        return done({ ...where, outcome: placed.some((r) => r.written) ? 'published' : 'unchanged' });
       }
       case 'retract': {
         Object.assign(where, { base: job.base, ...(job.bucket ? { bucket: job.bucket } : {}) });

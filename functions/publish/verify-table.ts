@@ -1,5 +1,6 @@
 /** The verify report as a person at a terminal reads it: a line per repository, then a line per problem. */
 import type { VerifyReport } from '../orchestration/verify-release';
+import type { FirstLayerSigner } from '../signing/verify-signature';
 
 function table(header: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -38,6 +39,18 @@ export function formatReport(r: VerifyReport): string {
       ]),
     ),
   ];
+  const signed = r.repositories.filter((x) => (x.firstLayers?.length ?? 0) > 0);
+  if (r.key !== undefined && signed.length > 0) {
+    const words: Record<FirstLayerSigner, string> = { 'this-key': 'this key', 'another-key': 'another key', invalid: 'invalid', none: 'no signature' };
+    parts.push('', `Layer 0 of each signature (the only layer gardenlinux-update reads), against the key ${r.key}:`);
+    for (const x of signed) {
+      const counts = (Object.keys(words) as FirstLayerSigner[]).flatMap((k) => {
+        const n = (x.firstLayers ?? []).filter((f) => f.signer === k).length;
+        return n > 0 ? [`${n} ${words[k]}`] : [];
+      });
+      parts.push(`  ${x.repository}: ${counts.join(', ')}`);
+    }
+  }
   if (r.problems.length > 0) {
     parts.push('', table(['SEVERITY', 'CHECK', 'SUBJECT', 'PROBLEM'], r.problems.map((p) => [p.severity, p.check, p.subject, r.repositories.length > 1 ? `${p.repository}: ${p.message}` : p.message])));
   }

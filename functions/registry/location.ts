@@ -17,40 +17,45 @@ export function isRepositoryPath(path: string): boolean {
   return path.length > 0 && path.length <= 255 && path.split('/').every((c) => COMPONENT.test(c));
 }
 
+/**
+ * Parses REGISTRY. A message never repeats the value or a part of it: a mistaken value may be a secret (a password
+ * or token pasted into the wrong variable), and messages reach the logs. It says which part is wrong instead.
+ */
 export function parseTargetLocation(raw: string): TargetLocation {
   const expected =
     'expected "oci-layout:<dir>", "<host>[:port]/<repository>" (HTTPS), or "http://<host>[:port]/<repository>" (plain HTTP)';
   const value = raw.trim();
-  // Credentials written into the location must neither work nor reach a message (and so a log).
-  if (/^[^/]*:\/\/[^/]*@/.test(value) || /^[^/:]+:[^/@]*@/.test(value)) {
-    throw new InputError('REGISTRY must not contain credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD instead');
-  }
   if (value.startsWith('oci-layout:')) {
     const dir = value.slice('oci-layout:'.length);
-    if (dir === '') throw new InputError(`REGISTRY "${value}" names no directory; ${expected}`);
+    if (dir === '') throw new InputError(`REGISTRY oci-layout: names no directory; ${expected}`);
     return { kind: 'oci-layout', dir: resolve(dir) };
+  }
+  // Credentials written into the location must neither work nor reach a message (and so a log). Neither a host nor
+  // a repository path holds "@", so any "@" is taken for credentials, wherever the password's own "/" or ":" put it.
+  if (value.includes('@')) {
+    throw new InputError('REGISTRY must not contain credentials: set REGISTRY_USERNAME and REGISTRY_PASSWORD instead');
   }
   let scheme: 'https' | 'http' = 'https';
   let rest = value;
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\/(.*)$/.exec(value);
   if (m) {
     const s = (m[1] as string).toLowerCase();
-    if (s !== 'https' && s !== 'http') throw new InputError(`REGISTRY "${value}" has the scheme ${s}; ${expected}`);
+    if (s !== 'https' && s !== 'http') throw new InputError(`REGISTRY has a scheme other than http:// and https://; ${expected}`);
     scheme = s;
     rest = m[2] as string;
   }
   rest = rest.replace(/\/+$/, '');
   const slash = rest.indexOf('/');
-  if (slash <= 0) throw new InputError(`REGISTRY "${value}" names no repository; ${expected}`);
+  if (slash <= 0) throw new InputError(`REGISTRY names no repository; ${expected}`);
   const host = rest.slice(0, slash);
   const repository = rest.slice(slash + 1);
   const port = /:(\d+)$/.exec(host)?.[1];
   if (!HOST.test(host) || (port !== undefined && (Number(port) < 1 || Number(port) > 65535))) {
-    throw new InputError(`REGISTRY "${value}": "${host}" is not a host name with an optional port (1-65535)`);
+    throw new InputError(`REGISTRY: its host (before the first "/") is not a host name with an optional port (1-65535); ${expected}`);
   }
   if (!isRepositoryPath(repository)) {
     throw new InputError(
-      `REGISTRY "${value}": "${repository}" is not a repository path (lowercase letters, digits, ".", "_", "-", separated by "/")`,
+      `REGISTRY: its repository (after the host) is not a repository path (lowercase letters, digits, ".", "_", "-", separated by "/"); ${expected}`,
     );
   }
   return { kind: 'registry', scheme, host: host.toLowerCase(), repository };

@@ -102,15 +102,53 @@ export function appendSignature(image: SignatureImage | undefined, layer: Descri
     const c = image.config.content;
     const history = [...(c.history ?? layers.slice(0, -1).map(() => ({ created: ZERO_TIME }))), { created: ZERO_TIME }];
     const diffIds = [...(c.rootfs?.diff_ids ?? layers.slice(0, -1).map((l) => l.digest)), layer.digest];
-    const { history: _h, rootfs, ...rest } = c;
-    // cosign's own config is written again in its form; a foreign one keeps its fields and their order.
-    config = isCosignConfig(rest)
-      ? configBytes(history, diffIds)
-      : Buffer.from(JSON.stringify({ ...c, history, rootfs: { ...rootfs, type: rootfs?.type ?? 'layers', diff_ids: diffIds } }));
+    config = rebuildConfig(c, history, diffIds);
   } else {
     config = canonicalConfig(layers);
   }
-  const docker = image?.mediaType === DOCKER_MANIFEST;
+  return signatureImageBytes(image?.mediaType, config, layers);
+}
+
+/**
+ * The signature image with the layer at `index` moved to the front and every other layer after it in its order:
+ * what an operator asks for after a key rotation, because gardenlinux-update reads only the first layer. The
+ * layers stay byte for byte (annotations included); the config follows them, since it lists one diff_id and one
+ * history entry per layer in layer order: a cosign config is written again in cosign's form (with zero timestamps,
+ * the same bytes as cosign signing in the new order from scratch), a foreign one keeps its fields. The manifest stays in
+ * go-containerregistry's form, with its media types. Pure; publication never calls it (sign-first does).
+ */
+export function moveSignatureFirst(image: SignatureImage, index: number): { config: Buffer; manifest: Buffer; mediaType: string; layers: Descriptor[] } {
+  const n = image.layers.length;
+  if (!Number.isInteger(index) || index < 0 || index >= n) throw new RangeError(`no layer ${index} in a signature image of ${n} layers`);
+  const order = [index, ...[...image.layers.keys()].filter((i) => i !== index)];
+  const layers = order.map((i) => image.layers[i] as Descriptor);
+  let config: Buffer;
+  if (image.config) {
+    const c = image.config.content;
+    // One entry per layer, in layer order: moved with their layers. A list that does not match the layers is no
+    // cosign list: history is kept as it is, and diff_ids (of uncompressed payloads: the layer digests) made anew.
+    const h = c.history;
+    const history = h === undefined ? layers.map(() => ({ created: ZERO_TIME })) : h.length === n ? order.map((i) => h[i]) : h;
+    const ids = c.rootfs?.diff_ids;
+    const diffIds = ids !== undefined && ids.length === n ? order.map((i) => ids[i] as string) : layers.map((l) => l.digest);
+    config = rebuildConfig(c, history, diffIds);
+  } else {
+    config = canonicalConfig(layers);
+  }
+  return { ...signatureImageBytes(image.mediaType, config, layers), layers };
+}
+
+/** cosign's own config is written again in its form; a foreign one keeps its fields and their order. */
+function rebuildConfig(c: SignatureConfig, history: readonly unknown[], diffIds: readonly string[]): Buffer {
+  const { history: _h, rootfs, ...rest } = c;
+  return isCosignConfig(rest)
+    ? configBytes(history, diffIds)
+    : Buffer.from(JSON.stringify({ ...c, history, rootfs: { ...rootfs, type: rootfs?.type ?? 'layers', diff_ids: diffIds } }));
+}
+
+/** Config and manifest bytes of a signature image: OCI media types, or Docker's when the image had them. */
+function signatureImageBytes(existingType: string | undefined, config: Buffer, layers: readonly Descriptor[]): { config: Buffer; manifest: Buffer; mediaType: string } {
+  const docker = existingType === DOCKER_MANIFEST;
   const mediaType = docker ? DOCKER_MANIFEST : OCI_MANIFEST;
   const configDescriptor = { mediaType: docker ? DOCKER_CONFIG : OCI_CONFIG, size: config.length, digest: sha256Digest(config) };
   return { config, manifest: signatureManifest(mediaType, configDescriptor, layers), mediaType };

@@ -3,7 +3,7 @@
  * demo). Both sign RSASSA-PKCS1-v1_5 with SHA-256, the only scheme gardenlinux-update verifies; a key that cannot
  * is refused when the signer is opened, before any job runs.
  */
-import { constants, createPrivateKey, createPublicKey, privateEncrypt, verify, type KeyObject } from 'node:crypto';
+import { constants, createHash, createPrivateKey, createPublicKey, privateEncrypt, verify, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
 import { PublishError } from '../util/errors';
@@ -32,20 +32,25 @@ const HOST = /^[A-Za-z0-9.-]+(?::\d+)?$/;
 
 /**
  * `awskms://[host]/<key id | key ARN | alias/name | alias ARN>` (cosign's form; a host replaces the SDK's endpoint)
- * or `file:<path to a PEM private key>`. Throws a message that says what is expected.
+ * or `file:<path to a PEM private key>`. Throws a message that says what is expected and never repeats the value
+ * or a part of it (issue 19: a private key given itself went into the logs).
  */
 export function parseSigningKey(value: string): SigningKeyRef {
+  const forms = 'awskms:///<key id, key ARN or alias> or file:<path to a PEM private key>';
+  if (/-----BEGIN |[\r\n]/.test(value)) {
+    throw new Error(`SIGNING_KEY holds key material itself (a PEM key), which is not shown; expected ${forms}: write the key to a file and give file:<path>`);
+  }
   if (value.startsWith('file:')) {
     const path = value.slice('file:'.length);
     if (path === '') throw new Error('SIGNING_KEY file: needs a path to a PEM private key (file:/path/key.pem)');
     return { kind: 'file', path };
   }
   const m = /^awskms:\/\/([^/]*)\/(.+)$/.exec(value);
-  if (!m) throw new Error(`SIGNING_KEY must be awskms:///<key id, key ARN or alias> or file:<PEM private key>, not "${value}"`);
+  if (!m) throw new Error(`SIGNING_KEY must be ${forms}`);
   const [, host = '', keyId = ''] = m;
-  if (host !== '' && !HOST.test(host)) throw new Error(`SIGNING_KEY: "${host}" is not a host name for the KMS endpoint`);
+  if (host !== '' && !HOST.test(host)) throw new Error('SIGNING_KEY: the host of awskms://<host>/… is not a host name for the KMS endpoint');
   if (!KEY_ID.test(keyId) && !KEY_ARN.test(keyId) && !ALIAS.test(keyId)) {
-    throw new Error(`SIGNING_KEY: "${keyId}" is not a KMS key id, key ARN, alias/<name> or alias ARN`);
+    throw new Error('SIGNING_KEY: what follows awskms://[<host>]/ is not a KMS key id, key ARN, alias/<name> or alias ARN');
   }
   return { kind: 'kms', ...(host ? { host } : {}), keyId };
 }
@@ -64,6 +69,15 @@ export function verifyPkcs1Sha256(publicKey: KeyObject, data: Buffer, signature:
   } catch {
     return false;
   }
+}
+
+/**
+ * A short name for a public key that anyone holding the PEM can compute: `sha256:` and the first 16 hex digits of
+ * SHA-256 over its SubjectPublicKeyInfo DER (`openssl pkey -pubin -in key.pub -outform DER | sha256sum`).
+ */
+export function keyFingerprint(key: KeyObject): string {
+  const spki = (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' });
+  return `sha256:${createHash('sha256').update(spki).digest('hex').slice(0, 16)}`;
 }
 
 function requireRsa(key: KeyObject, what: string): void {

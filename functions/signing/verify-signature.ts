@@ -9,9 +9,17 @@ import type { Descriptor } from '../oci/descriptor';
 import type { Target } from '../target/target';
 import { describeError } from '../util/errors';
 import { parseSignatureManifest, SIGNATURE_ANNOTATION, signatureTag } from './cosign-format';
-import { verifyPkcs1Sha256 } from './signer';
+import { keyFingerprint, verifyPkcs1Sha256 } from './signer';
 
 const MAX_PAYLOAD = 64 * 1024;
+
+/**
+ * Who signs layer 0, the only layer gardenlinux-update reads: the key checked against; another key (a well-formed
+ * signature of this manifest that the key does not verify: after a key rotation, or a manual `cosign sign`); an
+ * invalid layer (no annotation, a payload that is missing or names another manifest, base64 the updater refuses);
+ * none (no `.sig`, no layers, or it could not be read: the problem says which).
+ */
+export type FirstLayerSigner = 'this-key' | 'another-key' | 'invalid' | 'none';
 
 export interface SignatureCheck {
   tag: string;
@@ -21,7 +29,16 @@ export interface SignatureCheck {
   updater: boolean;
   /** why not, when either refuses */
   problem?: string;
+  /** layers in the signature image */
+  layers: number;
+  firstLayer: FirstLayerSigner;
+  /** the key's fingerprint (keyFingerprint) when it signs layer 0 */
+  firstLayerKey?: string;
+  /** the first layer (0-based) holding a signature the key verifies, by cosign's rule, when there is one */
+  keyLayer?: number;
 }
+
+const NOT_THIS_KEY = 'the signature does not verify with the key';
 
 function namesDigest(payload: Buffer): unknown {
   try {
@@ -40,7 +57,7 @@ async function layerVerifies(target: Target, layer: Descriptor, digest: string, 
   if (!payload) return `the payload blob ${layer.digest} is missing`;
   if (sha256Digest(payload) !== layer.digest) return 'the payload does not match its digest';
   if (namesDigest(payload) !== digest) return 'the payload names another manifest';
-  if (!verifyPkcs1Sha256(key, payload, signature)) return 'the signature does not verify with the key';
+  if (!verifyPkcs1Sha256(key, payload, signature)) return NOT_THIS_KEY;
   return undefined;
 }
 
@@ -48,18 +65,31 @@ export async function checkSignature(target: Target, digest: string, key: KeyObj
   const tag = signatureTag(digest);
   try {
     const current = await target.getManifest(tag);
-    if (!current) return { tag, cosign: false, updater: false, problem: `${tag} does not exist` };
+    if (!current) return { tag, cosign: false, updater: false, problem: `${tag} does not exist`, layers: 0, firstLayer: 'none' };
     const { layers } = parseSignatureManifest(current.bytes, `${target.display}:${tag}`);
-    if (layers.length === 0) return { tag, cosign: false, updater: false, problem: `${tag} has no layers` };
+    if (layers.length === 0) return { tag, cosign: false, updater: false, problem: `${tag} has no layers`, layers: 0, firstLayer: 'none' };
     const first = await layerVerifies(target, layers[0] as Descriptor, digest, key, true);
-    let cosign = first === undefined || (await layerVerifies(target, layers[0] as Descriptor, digest, key, false)) === undefined;
-    for (const l of layers.slice(1)) {
-      if (cosign) break;
-      cosign = (await layerVerifies(target, l, digest, key, false)) === undefined;
+    let keyLayer: number | undefined;
+    for (const [i, l] of layers.entries()) {
+      if ((i === 0 && first === undefined) || (await layerVerifies(target, l, digest, key, false)) === undefined) {
+        keyLayer = i;
+        break;
+      }
     }
     const updater = first === undefined;
-    return { tag, cosign, updater, ...(updater ? {} : { problem: `first layer: ${first}` }) };
+    const fingerprint = keyFingerprint(key);
+    const firstLayer: FirstLayerSigner = updater ? 'this-key' : first === NOT_THIS_KEY ? 'another-key' : 'invalid';
+    return {
+      tag,
+      cosign: keyLayer !== undefined,
+      updater,
+      ...(updater ? {} : { problem: firstLayer === 'another-key' ? `first layer: ${NOT_THIS_KEY} ${fingerprint}: another key signs layer 0` : `first layer: ${first}` }),
+      layers: layers.length,
+      firstLayer,
+      ...(updater ? { firstLayerKey: fingerprint } : {}),
+      ...(keyLayer !== undefined ? { keyLayer } : {}),
+    };
   } catch (err) {
-    return { tag, cosign: false, updater: false, problem: describeError(err) };
+    return { tag, cosign: false, updater: false, problem: describeError(err), layers: 0, firstLayer: 'none' };
   }
 }

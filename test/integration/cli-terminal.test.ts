@@ -146,7 +146,7 @@ describe('the CLI at a terminal', () => {
     noStack(usage.text);
 
     const noRegistry = await onTerminal(['publish', small.base, '--dir', join(dir, 'bucket')]);
-    assert.equal(noRegistry.code, 1);
+    assert.equal(noRegistry.code, 2, 'a bad configuration is a usage error (issue 19)');
     assert.deepEqual(noRegistry.text.split('\n'), ['gl-oci-publish: invalid configuration: REGISTRY is required (the CLI: -r, --registry)']);
 
     const missing = await onTerminal(['-r', `http://${registry.host}/x`, 'publish', 'metal-amd64-1877.3-0badc0de', '--dir', join(dir, 'bucket')]);

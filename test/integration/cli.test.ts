@@ -1,6 +1,7 @@
 /** The CLI runs the handler's code on a local directory laid out like the bucket. */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -128,8 +129,8 @@ describe('gl-oci-publish (CLI)', () => {
     assert.match(noSource.stderr, /--bucket <name> \(S3\) or --dir <path>/);
 
     const badRegistry = await cli(['-r', 'ftp://example.com/x', 'publish', builds[0]?.base ?? '', '--dir', bucketDir]);
-    assert.equal(badRegistry.code, 1);
-    assert.match(badRegistry.stderr, /REGISTRY "ftp:\/\/example.com\/x" has the scheme ftp/);
+    assert.equal(badRegistry.code, 2, 'a bad configuration is a usage error (issue 19)');
+    assert.equal(badRegistry.stderr, 'gl-oci-publish: invalid configuration: REGISTRY has a scheme other than http:// and https://; expected "oci-layout:<dir>", "<host>[:port]/<repository>" (HTTPS), or "http://<host>[:port]/<repository>" (plain HTTP)\n');
 
     const notABuild = await cli(['-r', `oci-layout:${layout}`, 'publish', 'not-a-base-name', '--dir', bucketDir]);
     assert.equal(notABuild.code, 2, 'a base that is not a base is a usage error');
@@ -151,6 +152,94 @@ describe('gl-oci-publish (CLI)', () => {
     const unknownCommand = await cli(['publsh', builds[0]?.base ?? '']);
     assert.equal(unknownCommand.code, 2);
     assert.equal((await cli(['publish', '--help'])).code, 0);
+  });
+
+  it('exits 2 with one line for every usage error of every command, before any job runs (issue 19)', async () => {
+    const L = ['-r', `oci-layout:${layout}`];
+    const base = builds[0]?.base ?? '';
+    const notPem = join(dir, 'not-a-key.pub');
+    await writeFile(notPem, 'not a key\n');
+    const ecPub = join(dir, 'ec.pub');
+    await writeFile(ecPub, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'pem', type: 'spki' }) as string);
+    const notJson = join(dir, 'not-json.txt');
+    await writeFile(notJson, 'Records: nothing\n');
+    const unknownEvent = join(dir, 'unknown-event.json');
+    await writeFile(unknownEvent, JSON.stringify({ detail: 'nothing' }));
+    const badPayload = join(dir, 'bad-payload.json');
+    await writeFile(badPayload, JSON.stringify({ action: 'reindex', version: '1877' }));
+    const cases: Array<{ what: string; args: string[]; env?: Record<string, string>; says: RegExp }> = [
+      // arguments
+      { what: 'retract of a name that is no base name', args: [...L, 'retract', 'notabase', '--dir', bucketDir], says: /"notabase" is not a base name/ },
+      { what: 'reindex of a version without a minor part', args: [...L, 'reindex', '1877', '--dir', bucketDir], says: /"1877" is not a Garden Linux version such as 1877\.3 or 2150\.0\.0/ },
+      { what: 'verify of a version without a minor part', args: [...L, 'verify', '1877', '--dir', bucketDir], says: /"1877" is not a Garden Linux version/ },
+      { what: 'tag of a version without a minor part', args: [...L, 'tag', '1877', 'latest'], says: /"1877" is not a Garden Linux version/ },
+      { what: 'tag with a tag the registry cannot take', args: [...L, 'tag', '1877.3', 'latest', 'a:b'], says: /"a:b" is not a valid tag/ },
+      { what: 'tag in a repository that is not configured', args: [...L, 'tag', '1877.3', 'latest', '--repository', 'fips'], says: /"fips" is not one of the configured container repositories/ },
+      // where the build or the records are
+      { what: 'publish with --bucket and --dir', args: [...L, 'publish', base, '--bucket', 'gardenlinux-github-releases', '--dir', bucketDir], says: /either --bucket or --dir, not both/ },
+      { what: 'reindex with --bucket and --dir', args: [...L, 'reindex', '1877.3', '--bucket', 'gardenlinux-github-releases', '--dir', bucketDir], says: /either --bucket or --dir, not both/ },
+      { what: 'retract with --bucket and --dir', args: [...L, 'retract', base, '--bucket', 'gardenlinux-github-releases', '--dir', bucketDir], says: /either --bucket or --dir, not both/ },
+      { what: 'verify with --bucket and --dir', args: [...L, 'verify', '1877.3', '--bucket', 'gardenlinux-github-releases', '--dir', bucketDir], says: /either --bucket or --dir, not both/ },
+      { what: 'publish without --bucket or --dir', args: [...L, 'publish', base], says: /--bucket <name> \(S3\) or --dir <path>/ },
+      { what: 'reindex without --bucket, --dir or STATE_BUCKET', args: [...L, 'reindex', '1877.3'], says: /--bucket <name>, --dir <path> or STATE_BUCKET/ },
+      { what: 'retract without --bucket, --dir or STATE_BUCKET', args: [...L, 'retract', base], says: /--bucket <name>, --dir <path> or STATE_BUCKET/ },
+      { what: 'verify without --bucket, --dir or STATE_BUCKET', args: [...L, 'verify', '1877.3'], says: /--bucket <name>, --dir <path> or STATE_BUCKET/ },
+      { what: 'publish from a bucket that is no bucket name', args: [...L, 'publish', base, '--bucket', 'Not_A_Bucket'], says: /--bucket: "Not_A_Bucket" is not an S3 bucket name/ },
+      { what: 'publish from a bucket outside ALLOWED_BUCKETS', args: [...L, 'publish', base, '--bucket', 'other-bucket'], env: { ALLOWED_BUCKETS: 'gardenlinux-github-releases' }, says: /"other-bucket" is not one this publisher reads \(ALLOWED_BUCKETS/ },
+      { what: 'publish from a directory that does not exist', args: [...L, 'publish', base, '--dir', join(dir, 'no-such-dir')], says: /--dir: .*no-such-dir is not a directory/ },
+      { what: 'reindex in a directory that does not exist', args: [...L, 'reindex', '1877.3', '--dir', join(dir, 'no-such-dir')], says: /--dir: .*no-such-dir is not a directory/ },
+      // keys
+      { what: 'verify --public-key of a missing file', args: [...L, 'verify', '1877.3', '--dir', bucketDir, '--public-key', join(dir, 'missing.pub')], says: /--public-key: cannot read the public key .*missing\.pub/ },
+      { what: 'verify --public-key of a file that is no PEM key', args: [...L, 'verify', '1877.3', '--dir', bucketDir, '--public-key', notPem], says: /--public-key: .*not-a-key\.pub is not a PEM public key/ },
+      { what: 'verify --public-key of an EC key', args: [...L, 'verify', '1877.3', '--dir', bucketDir, '--public-key', ecPub], says: /--public-key: .*ec\.pub is a ec key; gardenlinux-update verifies only RSA/ },
+      { what: 'a signing key file that does not exist', args: [...L, '-k', `file:${join(dir, 'missing.pem')}`, 'publish', base, '--dir', bucketDir], says: /SIGNING_KEY: cannot read the signing key .*missing\.pem/ },
+      // events
+      { what: 'event of a missing file', args: [...L, 'event', join(dir, 'missing.json'), '--dir', bucketDir], says: /cannot read the event file .*missing\.json \(ENOENT\)/ },
+      { what: 'event of a file that is not JSON', args: [...L, 'event', notJson, '--dir', bucketDir], says: /not-json\.txt is not JSON/ },
+      { what: 'event of JSON that is no event', args: [...L, 'event', unknownEvent, '--dir', bucketDir], says: /unrecognised event; accepted are/ },
+      { what: 'event of a manual payload with a bad version', args: [...L, 'event', badPayload, '--dir', bucketDir], says: /invalid reindex payload: version: expected a Garden Linux version/ },
+      // configuration
+      { what: 'no REGISTRY', args: ['publish', base, '--dir', bucketDir], says: /invalid configuration: REGISTRY is required/ },
+      { what: 'a REGISTRY of another scheme', args: ['-r', 'ftp://example.com/x', 'publish', base, '--dir', bucketDir], says: /invalid configuration: REGISTRY has a scheme other than/ },
+      { what: 'a bad --concurrency', args: [...L, '-j', '0', 'reindex', '1877.3', '--dir', bucketDir], says: /invalid configuration: BLOB_CONCURRENCY must be at least 1/ },
+      { what: 'a bad variable', args: [...L, 'verify', '1877.3', '--dir', bucketDir], env: { MD5_CHECK: 'sometimes' }, says: /invalid configuration: MD5_CHECK must be etag, stream or off/ },
+      // commander's own
+      { what: 'an unknown option', args: [...L, 'publish', base, '--bukket', 'x'], says: /unknown option '--bukket'/ },
+      { what: 'a missing argument', args: [...L, 'tag', '1877.3'], says: /missing required argument 'tags'/ },
+      { what: 'an unknown command', args: [...L, 'publsh', base], says: /unknown command 'publsh'/ },
+      { what: 'a missing option argument', args: [...L, 'verify', '1877.3', '--public-key'], says: /option '-p, --public-key <file>' argument missing/ },
+    ];
+    const wrong: string[] = [];
+    for (const c of cases) {
+      const r = await cli(c.args, c.env);
+      const lines = r.stderr.split('\n').filter((l) => l !== '');
+      const problems = [
+        ...(r.code === 2 ? [] : [`exit ${r.code}`]),
+        ...(lines.length === 1 ? [] : [`${lines.length} lines on stderr`]),
+        ...(c.says.test(r.stderr) ? [] : [`not ${String(c.says)}`]),
+        ...(/^\s+at .+[(:]\d+/m.test(r.stderr) ? ['a stack trace'] : []),
+        ...(r.stdout === '' ? [] : ['output on stdout (a job ran)']),
+      ];
+      if (problems.length > 0) wrong.push(`${c.what}: ${problems.join(', ')}; stderr: ${r.stderr.slice(0, 240).replaceAll('\n', '⏎')}`);
+    }
+    assert.deepEqual(wrong, []);
+  });
+
+  it('prints no part of a private key given as SIGNING_KEY or -k (issue 19)', async () => {
+    const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+    const body = pem.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, '');
+    const runs = {
+      'SIGNING_KEY, JSON logs': await cli(['-r', `oci-layout:${layout}`, 'publish', builds[0]?.base ?? '', '--dir', bucketDir], { SIGNING_KEY: pem }),
+      '-k': await cli(['-r', `oci-layout:${layout}`, '-k', pem, 'reindex', '1877.3', '--dir', bucketDir]),
+    };
+    for (const [how, r] of Object.entries(runs)) {
+      const out = r.stderr + r.stdout;
+      assert.doesNotMatch(out, /-----BEGIN/, how);
+      for (let i = 0; i + 12 <= body.length; i++) assert.ok(!out.includes(body.slice(i, i + 12)), `${how}: holds "${body.slice(i, i + 12)}" of the key`);
+      assert.equal(r.code, 2, `${how}: a usage error`);
+      assert.deepEqual(r.stderr.split('\n').filter(Boolean).length, 1, `${how}: one line`);
+      assert.match(r.stderr, /^gl-oci-publish: invalid configuration: SIGNING_KEY .*PEM.*file:<path to a PEM private key>/, how);
+    }
   });
 
   it('publishes a folder whose artifacts are symbolic links, and refuses links that leave the folder (issue 10)', async () => {

@@ -3,6 +3,7 @@
  * OCI layout: what becomes a job, what is skipped, and how failures are reported.
  */
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,5 +114,28 @@ describe('handler: events to jobs to summaries', () => {
   it('refuses to start with a bad configuration, naming the variable', async () => {
     const bad = createHandler({ env: { REGISTRY: 'oci-layout:/tmp/x', STATE_PREFIX: 'meta/singles/' }, logSink: () => undefined });
     await assert.rejects(bad({ action: 'reindex', version: '1877.3' }), /STATE_PREFIX must not be empty or under meta\//);
+  });
+
+  it('logs a SIGNING_KEY that holds a PEM private key as refused, without a part of the key (issue 19)', async () => {
+    const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+    const lines: string[] = [];
+    const bad = createHandler({ env: { REGISTRY: `oci-layout:${join(dir, 'layout')}`, SIGNING_KEY: pem }, logSink: (l) => lines.push(l) });
+    const thrown = await bad({ action: 'reindex', version: '1877.3' }).then(
+      () => assert.fail('the handler started'),
+      (err: unknown) => err as Error,
+    );
+    // What CloudWatch receives: the JSON line, as written.
+    assert.equal(lines.length, 1, lines.join('\n'));
+    const record = JSON.parse(lines[0] as string) as { level: string; msg: string; error: string };
+    assert.equal(record.level, 'error');
+    assert.equal(record.msg, 'configuration rejected');
+    const body = pem.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, '');
+    for (const text of [lines[0] as string, thrown.message, String(thrown.stack)]) {
+      assert.doesNotMatch(text, /-----BEGIN/);
+      for (let i = 0; i + 12 <= body.length; i++) assert.ok(!text.includes(body.slice(i, i + 12)), `holds "${body.slice(i, i + 12)}" of the key`);
+    }
+    assert.match(record.error, /SIGNING_KEY/);
+    assert.match(record.error, /PEM/, 'it says what the value looks like');
+    assert.match(record.error, /awskms:\/\/\/<key id, key ARN or alias> or file:<path to a PEM private key>/, 'and what is expected');
   });
 });

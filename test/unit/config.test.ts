@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { resolve } from 'node:path';
 import { ConfigError, loadConfig } from '../../functions/publish/config';
 import { InputError } from '../../functions/util/errors';
@@ -213,10 +214,10 @@ describe('loadConfig: REGISTRY', () => {
     assert.deepEqual(loadConfig({ REGISTRY: 'oci-layout:out/layout' }).target, { kind: 'oci-layout', dir: resolve('out/layout') });
   });
 
-  it('a bad REGISTRY is a ConfigError naming REGISTRY', () => {
-    assertConfigError({ REGISTRY: 'ftp://example.com/gl' }, /REGISTRY/, /ftp/);
+  it('a bad REGISTRY is a ConfigError naming REGISTRY and the part that is wrong', () => {
+    assertConfigError({ REGISTRY: 'ftp://example.com/gl' }, /REGISTRY/, /scheme other than http:\/\/ and https:\/\//);
     assertConfigError({ REGISTRY: 'ghcr.io' }, /REGISTRY/, /no repository/);
-    assertConfigError({ REGISTRY: 'ghcr.io/GardenLinux' }, /REGISTRY/, /GardenLinux/);
+    assertConfigError({ REGISTRY: 'ghcr.io/GardenLinux' }, /REGISTRY/, /its repository \(after the host\) is not a repository path/);
     assertConfigError({ REGISTRY: 'oci-layout:' }, /REGISTRY/, /no directory/);
   });
 });
@@ -409,12 +410,191 @@ describe('loadConfig: signing', () => {
   });
 
   it('refuses a key that is neither, naming the variable and the forms', () => {
-    assertConfigError({ REGISTRY, SIGNING_KEY: 'alias/gardenlinux' }, /SIGNING_KEY must be awskms:\/\/\/<key id, key ARN or alias> or file:<PEM private key>/);
-    assertConfigError({ REGISTRY, SIGNING_KEY: 'awskms:///gardenlinux' }, /SIGNING_KEY: "gardenlinux" is not a KMS key id, key ARN, alias\/<name> or alias ARN/);
+    assertConfigError({ REGISTRY, SIGNING_KEY: 'alias/gardenlinux' }, /SIGNING_KEY must be awskms:\/\/\/<key id, key ARN or alias> or file:<path to a PEM private key>$/);
+    assertConfigError({ REGISTRY, SIGNING_KEY: 'awskms:///gardenlinux' }, /SIGNING_KEY: what follows awskms:\/\/\[<host>\]\/ is not a KMS key id, key ARN, alias\/<name> or alias ARN$/);
     assertConfigError({ REGISTRY, AWS_ENDPOINT_URL_KMS: 'localhost' }, /AWS_ENDPOINT_URL_KMS must be a URL/);
   });
 
   it('refuses SIGN_CONTAINER_IMAGES without a key to sign with', () => {
     assertConfigError({ REGISTRY, SIGN_CONTAINER_IMAGES: 'true' }, /SIGN_CONTAINER_IMAGES=true needs a SIGNING_KEY/);
+  });
+});
+
+/**
+ * Issue 19, defect 3: a configuration error never repeats a configured value, since any value may be a secret (a
+ * private key, a password, a token pasted into the wrong variable). Every error path of loadConfig is listed here
+ * with a secret-looking value where its shape allows one: the message must name the variable, say what is
+ * expected, and hold no part of the secret; where the value looks like key material, it must say so.
+ */
+describe('loadConfig: no error message repeats a configured value (issue 19)', () => {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const PEM = privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+  const PUBLIC_PEM = publicKey.export({ format: 'pem', type: 'spki' }) as string;
+  /** the PEM body alone: a long base64 blob without the armor */
+  const BLOB = PEM.split('\n').filter((l) => l !== '' && !l.startsWith('-----')).join('');
+  const MARKER = 'Zq7Marker4Secret';
+  const marker = 'zq7marker4secret';
+  /** letters only: what a placeholder may hold */
+  const letters = 'zqmarkersecret';
+
+  /** The first run of 12 characters (or the whole secret, if shorter) of `secret` that `text` contains, if any. */
+  function leaked(text: string, secret: string): string | undefined {
+    const flat = secret.replace(/\s+/g, '');
+    const width = Math.min(12, flat.length);
+    for (let i = 0; i + width <= flat.length; i++) {
+      const part = flat.slice(i, i + width);
+      if (text.includes(part)) return part;
+    }
+    return undefined;
+  }
+
+  interface Case {
+    /** what is wrong */
+    title: string;
+    env: Record<string, string>;
+    /** the variables the message must name */
+    names: string[];
+    /** what it must say is expected */
+    expected: RegExp;
+    /** what must not appear in it, in whole or in part */
+    secret?: string;
+    /** what the message must say the value looks like */
+    looksLike?: RegExp;
+  }
+
+  const cases: Case[] = [
+    { title: 'REGISTRY unset', env: {}, names: ['REGISTRY'], expected: /is required \(the CLI: -r, --registry\)/ },
+    { title: 'REGISTRY holding a PEM private key', env: { REGISTRY: PEM }, names: ['REGISTRY'], expected: /expected "oci-layout:<dir>", "<host>\[:port\]\/<repository>"/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'REGISTRY with user:password@', env: { REGISTRY: `https://robot:${MARKER}@ghcr.io/gl` }, names: ['REGISTRY', 'REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /must not contain credentials/, secret: MARKER },
+    { title: 'REGISTRY with user:password@ and a "/" in the password', env: { REGISTRY: `https://robot:pa/${MARKER}@ghcr.io/gl` }, names: ['REGISTRY'], expected: /must not contain credentials/, secret: MARKER },
+    { title: 'REGISTRY without a scheme, with user:password@ and a "/" in the password', env: { REGISTRY: `robot:pa/${MARKER}@ghcr.io/gl` }, names: ['REGISTRY'], expected: /must not contain credentials/, secret: MARKER },
+    { title: 'REGISTRY oci-layout: without a directory', env: { REGISTRY: 'oci-layout:' }, names: ['REGISTRY'], expected: /names no directory; expected/ },
+    { title: 'REGISTRY with another scheme', env: { REGISTRY: `ftp://${marker}.example.com/gl` }, names: ['REGISTRY'], expected: /scheme other than http:\/\/ and https:\/\/; expected/, secret: marker },
+    { title: 'REGISTRY without a repository (a password pasted into it)', env: { REGISTRY: MARKER }, names: ['REGISTRY'], expected: /names no repository; expected/, secret: MARKER },
+    { title: 'REGISTRY with a bad host', env: { REGISTRY: `${marker}_x/gl` }, names: ['REGISTRY'], expected: /host .*is not a host name with an optional port/, secret: marker },
+    { title: 'REGISTRY with a bad repository', env: { REGISTRY: `ghcr.io/${MARKER}` }, names: ['REGISTRY'], expected: /repository .*is not a repository path \(lowercase/, secret: MARKER },
+    { title: 'REGISTRY_USERNAME without REGISTRY_PASSWORD', env: { REGISTRY, REGISTRY_USERNAME: MARKER }, names: ['REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /must be set together/, secret: MARKER },
+    { title: 'REGISTRY_PASSWORD without REGISTRY_USERNAME', env: { REGISTRY, REGISTRY_PASSWORD: MARKER }, names: ['REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /must be set together/, secret: MARKER },
+    { title: 'REGISTRY_PASSWORD holding a PEM private key without REGISTRY_USERNAME', env: { REGISTRY, REGISTRY_PASSWORD: PEM }, names: ['REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /must be set together/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'REGISTRY_CREDENTIALS_SECRET that is no secret name', env: { REGISTRY, REGISTRY_CREDENTIALS_SECRET: `gl/registry ${MARKER}` }, names: ['REGISTRY_CREDENTIALS_SECRET'], expected: /must be a secret name or ARN/, secret: MARKER },
+    { title: 'REGISTRY_CREDENTIALS_SECRET holding a PEM private key', env: { REGISTRY, REGISTRY_CREDENTIALS_SECRET: PEM }, names: ['REGISTRY_CREDENTIALS_SECRET'], expected: /must be a secret name or ARN/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'REGISTRY_CREDENTIALS_SECRET and REGISTRY_USERNAME/PASSWORD', env: { REGISTRY, REGISTRY_CREDENTIALS_SECRET: 'gl/registry', REGISTRY_USERNAME: 'robot', REGISTRY_PASSWORD: MARKER }, names: ['REGISTRY_CREDENTIALS_SECRET', 'REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /set either .* not both/, secret: MARKER },
+    { title: 'REGISTRY_CREDENTIALS_SECRET with an oci-layout', env: { REGISTRY: 'oci-layout:/tmp/x', REGISTRY_CREDENTIALS_SECRET: `${MARKER}/registry` }, names: ['REGISTRY_CREDENTIALS_SECRET', 'REGISTRY'], expected: /needs a registry REGISTRY/, secret: MARKER },
+    { title: 'STATE_BUCKET that is no bucket name', env: { REGISTRY, STATE_BUCKET: `${MARKER}_bucket` }, names: ['STATE_BUCKET'], expected: /must be an S3 bucket name/, secret: MARKER },
+    { title: 'STATE_BUCKET holding a base64 blob', env: { REGISTRY, STATE_BUCKET: BLOB }, names: ['STATE_BUCKET'], expected: /must be an S3 bucket name/, secret: BLOB, looksLike: /base64/ },
+    { title: 'STATE_PREFIX without a trailing "/"', env: { REGISTRY, STATE_PREFIX: MARKER }, names: ['STATE_PREFIX'], expected: /must end with "\/"/, secret: MARKER },
+    { title: 'STATE_PREFIX starting with "/"', env: { REGISTRY, STATE_PREFIX: `/${MARKER}/` }, names: ['STATE_PREFIX'], expected: /must not start with "\/"/, secret: MARKER },
+    { title: 'STATE_PREFIX under meta/', env: { REGISTRY, STATE_PREFIX: `meta/${MARKER}/` }, names: ['STATE_PREFIX'], expected: /must not be empty or under meta\/ or objects\//, secret: MARKER },
+    { title: 'CONTAINER_REPOSITORIES that is not JSON', env: { REGISTRY, CONTAINER_REPOSITORIES: PEM }, names: ['CONTAINER_REPOSITORIES'], expected: /must be a JSON object such as/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'CONTAINER_REPOSITORIES that is no object', env: { REGISTRY, CONTAINER_REPOSITORIES: `["${MARKER}"]` }, names: ['CONTAINER_REPOSITORIES'], expected: /expected a JSON object/, secret: MARKER },
+    { title: 'CONTAINER_REPOSITORIES with a key that is no flavor name', env: { REGISTRY, CONTAINER_REPOSITORIES: `{"container":"fips","${MARKER} x":"fips"}` }, names: ['CONTAINER_REPOSITORIES'], expected: /key #2 is not a flavor name \(letters, digits, "_" and "-"\)/, secret: MARKER },
+    { title: 'CONTAINER_REPOSITORIES with a value that is no repository path', env: { REGISTRY, CONTAINER_REPOSITORIES: `{"container":"${MARKER}"}` }, names: ['CONTAINER_REPOSITORIES'], expected: /the value of key #1 is not a repository path \(lowercase/, secret: MARKER },
+    { title: 'CONTAINER_REPOSITORIES with a value that is no string', env: { REGISTRY, CONTAINER_REPOSITORIES: `{"${MARKER}":1}` }, names: ['CONTAINER_REPOSITORIES'], expected: /the value of key #1 is not a repository path/, secret: MARKER },
+    { title: 'AWS_ENDPOINT_URL_S3 that is no URL', env: { REGISTRY, AWS_ENDPOINT_URL_S3: `${MARKER} 4568` }, names: ['AWS_ENDPOINT_URL_S3'], expected: /must be a URL/, secret: MARKER },
+    { title: 'AWS_ENDPOINT_URL_S3 with user:password@', env: { REGISTRY, AWS_ENDPOINT_URL_S3: `http://robot:${MARKER}@127.0.0.1:4568` }, names: ['AWS_ENDPOINT_URL_S3'], expected: /must not contain credentials \(user:password@\)/, secret: MARKER },
+    { title: 'S3_FORCE_PATH_STYLE that is no boolean', env: { REGISTRY, S3_FORCE_PATH_STYLE: MARKER }, names: ['S3_FORCE_PATH_STYLE'], expected: /must be true or false/, secret: MARKER },
+    { title: 'AWS_REGION that is no region name', env: { REGISTRY, AWS_REGION: PEM }, names: ['AWS_REGION'], expected: /must be a region name such as eu-central-1/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'SOURCE_DIR holding a PEM private key', env: { REGISTRY, SOURCE_DIR: PEM }, names: ['SOURCE_DIR'], expected: /must be the path of a directory/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'BLOB_CONCURRENCY that is no number', env: { REGISTRY, BLOB_CONCURRENCY: MARKER }, names: ['BLOB_CONCURRENCY'], expected: /must be a number/, secret: MARKER },
+    { title: 'BLOB_CONCURRENCY that is a fraction', env: { REGISTRY, BLOB_CONCURRENCY: '2.5' }, names: ['BLOB_CONCURRENCY'], expected: /must be a whole number/ },
+    { title: 'BLOB_CONCURRENCY below 1', env: { REGISTRY, BLOB_CONCURRENCY: '0' }, names: ['BLOB_CONCURRENCY'], expected: /must be at least 1/ },
+    { title: 'BLOB_CONCURRENCY above 32', env: { REGISTRY, BLOB_CONCURRENCY: '33' }, names: ['BLOB_CONCURRENCY'], expected: /must be at most 32/ },
+    { title: 'MD5_CHECK that is none of its values', env: { REGISTRY, MD5_CHECK: MARKER }, names: ['MD5_CHECK'], expected: /must be etag, stream or off/, secret: MARKER },
+    { title: 'LOG_LEVEL that is none of its values', env: { REGISTRY, LOG_LEVEL: MARKER }, names: ['LOG_LEVEL'], expected: /must be debug, info, warn or error/, secret: MARKER },
+    { title: 'ALLOWED_BUCKETS with a name that is no bucket name', env: { REGISTRY, ALLOWED_BUCKETS: `good-bucket,${MARKER}` }, names: ['ALLOWED_BUCKETS'], expected: /must be a comma-separated list of S3 bucket names/, secret: MARKER },
+    { title: 'REGISTRY_TIMEOUT_SECONDS that is no number', env: { REGISTRY, REGISTRY_TIMEOUT_SECONDS: MARKER }, names: ['REGISTRY_TIMEOUT_SECONDS'], expected: /must be a number/, secret: MARKER },
+    { title: 'REGISTRY_TIMEOUT_SECONDS of 0', env: { REGISTRY, REGISTRY_TIMEOUT_SECONDS: '0' }, names: ['REGISTRY_TIMEOUT_SECONDS'], expected: /must be positive/ },
+    { title: 'REGISTRY_TIMEOUT_SECONDS above 900', env: { REGISTRY, REGISTRY_TIMEOUT_SECONDS: '901' }, names: ['REGISTRY_TIMEOUT_SECONDS'], expected: /must be at most 900/ },
+    { title: 'UPLOAD_CHUNK_MIB that is no number', env: { REGISTRY, UPLOAD_CHUNK_MIB: MARKER }, names: ['UPLOAD_CHUNK_MIB'], expected: /must be a number/, secret: MARKER },
+    { title: 'UPLOAD_CHUNK_MIB below 1', env: { REGISTRY, UPLOAD_CHUNK_MIB: '0.5' }, names: ['UPLOAD_CHUNK_MIB'], expected: /must be at least 1/ },
+    { title: 'UPLOAD_CHUNK_MIB above 1024', env: { REGISTRY, UPLOAD_CHUNK_MIB: '1025' }, names: ['UPLOAD_CHUNK_MIB'], expected: /must be at most 1024/ },
+    { title: 'CHUNKED_UPLOADS that is no boolean', env: { REGISTRY, CHUNKED_UPLOADS: MARKER }, names: ['CHUNKED_UPLOADS'], expected: /must be true or false/, secret: MARKER },
+    { title: 'MAX_CONSECUTIVE_FAILURES that is no number', env: { REGISTRY, MAX_CONSECUTIVE_FAILURES: MARKER }, names: ['MAX_CONSECUTIVE_FAILURES'], expected: /must be a number/, secret: MARKER },
+    { title: 'MAX_CONSECUTIVE_FAILURES that is a fraction', env: { REGISTRY, MAX_CONSECUTIVE_FAILURES: '1.5' }, names: ['MAX_CONSECUTIVE_FAILURES'], expected: /must be a whole number/ },
+    { title: 'MAX_CONSECUTIVE_FAILURES below 1', env: { REGISTRY, MAX_CONSECUTIVE_FAILURES: '0' }, names: ['MAX_CONSECUTIVE_FAILURES'], expected: /must be at least 1/ },
+    { title: 'MAX_CONSECUTIVE_FAILURES above 100', env: { REGISTRY, MAX_CONSECUTIVE_FAILURES: '101' }, names: ['MAX_CONSECUTIVE_FAILURES'], expected: /must be at most 100/ },
+    { title: 'S3_READERS that is no number', env: { REGISTRY, S3_READERS: MARKER }, names: ['S3_READERS'], expected: /must be a number/, secret: MARKER },
+    { title: 'S3_READERS that is a fraction', env: { REGISTRY, S3_READERS: '1.5' }, names: ['S3_READERS'], expected: /must be a whole number/ },
+    { title: 'S3_READERS below 1', env: { REGISTRY, S3_READERS: '0' }, names: ['S3_READERS'], expected: /must be at least 1/ },
+    { title: 'S3_READERS above 16', env: { REGISTRY, S3_READERS: '17' }, names: ['S3_READERS'], expected: /must be at most 16/ },
+    { title: 'S3_PART_MIB that is no number', env: { REGISTRY, S3_PART_MIB: MARKER }, names: ['S3_PART_MIB'], expected: /must be a number/, secret: MARKER },
+    { title: 'S3_PART_MIB that is a fraction', env: { REGISTRY, S3_PART_MIB: '1.5' }, names: ['S3_PART_MIB'], expected: /must be a whole number/ },
+    { title: 'S3_PART_MIB below 1', env: { REGISTRY, S3_PART_MIB: '0' }, names: ['S3_PART_MIB'], expected: /must be at least 1/ },
+    { title: 'S3_PART_MIB above 64', env: { REGISTRY, S3_PART_MIB: '65' }, names: ['S3_PART_MIB'], expected: /must be at most 64/ },
+    { title: 'S3_READERS × S3_PART_MIB above 128 MiB', env: { REGISTRY, S3_READERS: '16', S3_PART_MIB: '16' }, names: ['S3_READERS', 'S3_PART_MIB'], expected: /at most 128 MiB/ },
+    { title: 'SIGNING_KEY holding a PEM private key', env: { REGISTRY, SIGNING_KEY: PEM }, names: ['SIGNING_KEY'], expected: /expected awskms:\/\/\/<key id, key ARN or alias> or file:<path to a PEM private key>/, secret: PEM, looksLike: /PEM/ },
+    { title: 'SIGNING_KEY holding a PEM private key after file:', env: { REGISTRY, SIGNING_KEY: `file:${PEM}` }, names: ['SIGNING_KEY'], expected: /file:<path to a PEM private key>/, secret: PEM, looksLike: /PEM/ },
+    { title: 'SIGNING_KEY holding a base64 blob', env: { REGISTRY, SIGNING_KEY: BLOB }, names: ['SIGNING_KEY'], expected: /must be awskms:\/\/\/<key id, key ARN or alias> or file:<path to a PEM private key>/, secret: BLOB, looksLike: /base64/ },
+    { title: 'SIGNING_KEY of neither form', env: { REGISTRY, SIGNING_KEY: `kms://${MARKER}` }, names: ['SIGNING_KEY'], expected: /must be awskms:\/\/\/<key id, key ARN or alias> or file:<path to a PEM private key>/, secret: MARKER },
+    { title: 'SIGNING_KEY awskms:// with a bad host', env: { REGISTRY, SIGNING_KEY: `awskms://${MARKER} x/alias/gl` }, names: ['SIGNING_KEY'], expected: /host .*is not a host name/, secret: MARKER },
+    { title: 'SIGNING_KEY awskms:// with no key id, ARN or alias', env: { REGISTRY, SIGNING_KEY: `awskms:///${MARKER}` }, names: ['SIGNING_KEY'], expected: /is not a KMS key id, key ARN, alias\/<name> or alias ARN/, secret: MARKER },
+    { title: 'SIGNING_KEY file: without a path', env: { REGISTRY, SIGNING_KEY: 'file:' }, names: ['SIGNING_KEY'], expected: /needs a path to a PEM private key/ },
+    { title: 'SIGN_CONTAINER_IMAGES that is no boolean', env: { REGISTRY, SIGN_CONTAINER_IMAGES: MARKER }, names: ['SIGN_CONTAINER_IMAGES'], expected: /must be true or false/, secret: MARKER },
+    { title: 'SIGN_CONTAINER_IMAGES without SIGNING_KEY', env: { REGISTRY, SIGN_CONTAINER_IMAGES: 'true' }, names: ['SIGN_CONTAINER_IMAGES', 'SIGNING_KEY'], expected: /needs a SIGNING_KEY/ },
+    { title: 'ALIAS_TAGS naming a template twice', env: { REGISTRY, ALIAS_TAGS: `${MARKER},${MARKER}` }, names: ['ALIAS_TAGS'], expected: /template #2 repeats template #1/, secret: MARKER },
+    { title: 'ALIAS_TAGS with an unknown placeholder', env: { REGISTRY, ALIAS_TAGS: `latest,{${letters}}` }, names: ['ALIAS_TAGS'], expected: /template #2 uses a placeholder other than \{version\}, \{major\}, \{minor\} and \{patch\}/, secret: letters },
+    { title: 'ALIAS_TAGS with a template that makes no tag', env: { REGISTRY, ALIAS_TAGS: `latest,${MARKER} x` }, names: ['ALIAS_TAGS'], expected: /template #2 does not make a valid tag \(letters/, secret: MARKER },
+    { title: 'ALIAS_TAGS holding a PEM private key', env: { REGISTRY, ALIAS_TAGS: PEM }, names: ['ALIAS_TAGS'], expected: /does not make a valid tag/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'ALIAS_TAGS with a template that looks like a version', env: { REGISTRY, ALIAS_TAGS: 'latest,1877' }, names: ['ALIAS_TAGS'], expected: /template #2 looks like a version/ },
+    { title: 'IMAGE_SOURCE that is no URL', env: { REGISTRY, IMAGE_SOURCE: MARKER }, names: ['IMAGE_SOURCE'], expected: /must be a URL, such as https:\/\/github.com\/gardenlinux\/gardenlinux/, secret: MARKER },
+    { title: 'IMAGE_SOURCE longer than 512 characters', env: { REGISTRY, IMAGE_SOURCE: `https://github.com/${MARKER}/${'x'.repeat(600)}` }, names: ['IMAGE_SOURCE'], expected: /must be at most 512 characters/, secret: MARKER },
+    { title: 'IMAGE_SOURCE with user:password@', env: { REGISTRY, IMAGE_SOURCE: `https://robot:${MARKER}@github.com/gardenlinux/gardenlinux` }, names: ['IMAGE_SOURCE'], expected: /must not contain credentials \(user:password@\)/, secret: MARKER },
+    { title: 'VERIFY_PUBLIC_KEY holding a PEM public key instead of its path', env: { REGISTRY, VERIFY_PUBLIC_KEY: PUBLIC_PEM }, names: ['VERIFY_PUBLIC_KEY'], expected: /must be the path of a PEM public key file/, secret: PUBLIC_PEM, looksLike: /PEM/ },
+    { title: 'VERIFY_PUBLIC_KEY holding a PEM private key', env: { REGISTRY, VERIFY_PUBLIC_KEY: PEM }, names: ['VERIFY_PUBLIC_KEY'], expected: /must be the path of a PEM public key file/, secret: PEM, looksLike: /PEM private key/ },
+    { title: 'AWS_ENDPOINT_URL_KMS that is no URL', env: { REGISTRY, AWS_ENDPOINT_URL_KMS: MARKER }, names: ['AWS_ENDPOINT_URL_KMS'], expected: /must be a URL/, secret: MARKER },
+    { title: 'AWS_ENDPOINT_URL_KMS with user:password@', env: { REGISTRY, AWS_ENDPOINT_URL_KMS: `http://robot:${MARKER}@127.0.0.1:4566` }, names: ['AWS_ENDPOINT_URL_KMS'], expected: /must not contain credentials \(user:password@\)/, secret: MARKER },
+    { title: 'STOP_MARGIN_SECONDS that is no number', env: { REGISTRY, STOP_MARGIN_SECONDS: MARKER }, names: ['STOP_MARGIN_SECONDS'], expected: /must be a number/, secret: MARKER },
+    { title: 'STOP_MARGIN_SECONDS below 0', env: { REGISTRY, STOP_MARGIN_SECONDS: '-1' }, names: ['STOP_MARGIN_SECONDS'], expected: /must not be negative/ },
+    { title: 'STOP_MARGIN_SECONDS above 600', env: { REGISTRY, STOP_MARGIN_SECONDS: '601' }, names: ['STOP_MARGIN_SECONDS'], expected: /must be at most 600/ },
+  ];
+
+  for (const c of cases) {
+    it(c.title, () => {
+      assert.throws(
+        () => loadConfig(c.env),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+          const m = err.message;
+          for (const name of c.names) assert.ok(m.includes(name), `names ${name}: ${m}`);
+          assert.match(m, c.expected);
+          assert.match(m, /^invalid configuration: /);
+          assert.doesNotMatch(m, /\n/, 'one line');
+          if (c.secret !== undefined) {
+            const part = leaked(m, c.secret);
+            assert.equal(part, undefined, `the message holds "${part}" of the value: ${m.slice(0, 300)}`);
+          }
+          if (c.looksLike) assert.match(m, c.looksLike);
+          return true;
+        },
+      );
+    });
+  }
+
+  it('a PEM private key in any variable is refused without a part of it, naming the variable', () => {
+    // REGISTRY_USERNAME and REGISTRY_PASSWORD take any text (as a pair); every other variable refuses key material.
+    const names = [
+      'REGISTRY', 'REGISTRY_CREDENTIALS_SECRET', 'STATE_BUCKET', 'STATE_PREFIX', 'CONTAINER_REPOSITORIES', 'AWS_ENDPOINT_URL_S3',
+      'S3_FORCE_PATH_STYLE', 'AWS_REGION', 'SOURCE_DIR', 'BLOB_CONCURRENCY', 'MD5_CHECK', 'LOG_LEVEL', 'ALLOWED_BUCKETS',
+      'REGISTRY_TIMEOUT_SECONDS', 'UPLOAD_CHUNK_MIB', 'CHUNKED_UPLOADS', 'MAX_CONSECUTIVE_FAILURES', 'S3_READERS', 'S3_PART_MIB',
+      'SIGNING_KEY', 'SIGN_CONTAINER_IMAGES', 'ALIAS_TAGS', 'IMAGE_SOURCE', 'VERIFY_PUBLIC_KEY', 'AWS_ENDPOINT_URL_KMS', 'STOP_MARGIN_SECONDS',
+    ];
+    const failures: string[] = [];
+    for (const name of names) {
+      try {
+        loadConfig({ REGISTRY, [name]: PEM });
+        failures.push(`${name}: accepted`);
+      } catch (err) {
+        const m = (err as Error).message;
+        const part = leaked(m, PEM);
+        if (!(err instanceof ConfigError)) failures.push(`${name}: ${String(err)}`);
+        else if (!m.includes(name)) failures.push(`${name}: not named in ${m.slice(0, 200)}`);
+        else if (part !== undefined) failures.push(`${name}: holds "${part}"`);
+        else if (!/PEM/.test(m)) failures.push(`${name}: does not say it looks like a PEM key: ${m}`);
+      }
+    }
+    assert.deepEqual(failures, []);
+    // The pair takes it (a password may be any text), and the configuration holds it only where it belongs.
+    const c = loadConfig({ REGISTRY, REGISTRY_USERNAME: 'robot', REGISTRY_PASSWORD: PEM });
+    assert.equal(c.credentials?.password, PEM.trim());
   });
 });

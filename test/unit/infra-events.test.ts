@@ -13,6 +13,7 @@ const expected: Record<string, string> = {
   'tag.json': 'tag',
   'retract.json': 'retract',
   'verify.json': 'verify',
+  'sign-first.json': 'sign-first',
 };
 
 describe('console test events (infra/events)', () => {

@@ -16,12 +16,12 @@ describe('release alias templates (ALIAS_TAGS)', () => {
     assert.equal(aliasFor(major!, 'today'), undefined, 'not a version');
   });
 
-  it('refuses what would not make a tag, unknown placeholders and duplicates, naming the template', () => {
-    assert.throws(() => t('latest,{build}'), /"\{build\}" uses \{build\}; the placeholders are/);
-    assert.throws(() => t('latest,-x'), /"-x" does not make a valid tag/);
-    assert.throws(() => t('latest,latest'), /names "latest" twice/);
-    assert.throws(() => t('1877'), /looks like a version/);
-    assert.throws(() => loadConfig({ REGISTRY: 'ghcr.io/gl/gl', ALIAS_TAGS: 'latest,a b' }), /invalid configuration: ALIAS_TAGS: "a b" does not make a valid tag/);
+  it('refuses what would not make a tag, unknown placeholders and duplicates, naming the template by its place (issue 19)', () => {
+    assert.throws(() => t('latest,{build}'), /^InputError: ALIAS_TAGS: template #2 uses a placeholder other than \{version\}, \{major\}, \{minor\} and \{patch\}$/);
+    assert.throws(() => t('latest,-x'), /^InputError: ALIAS_TAGS: template #2 does not make a valid tag/);
+    assert.throws(() => t('latest,{major},latest'), /template #3 repeats template #1/);
+    assert.throws(() => t('1877'), /template #1 looks like a version/);
+    assert.throws(() => loadConfig({ REGISTRY: 'ghcr.io/gl/gl', ALIAS_TAGS: 'latest,a b' }), /^ConfigError: invalid configuration: ALIAS_TAGS: template #2 does not make a valid tag \(letters/);
     assert.deepEqual(loadConfig({ REGISTRY: 'ghcr.io/gl/gl', ALIAS_TAGS: ' latest , {major} ' }).aliasTemplates.map((x) => x.text), ['latest', '{major}']);
     assert.deepEqual(loadConfig({ REGISTRY: 'ghcr.io/gl/gl' }).aliasTemplates, []);
   });
