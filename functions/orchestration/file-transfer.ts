@@ -53,7 +53,18 @@ export class FileTransfer {
     return `${this.ctx.source.description}/${file.key}`;
   }
 
+  /** Per folder of the source: the objects that facts are remembered for (undefined: the listing failed). */
+  private readonly remembered = new Map<string, Promise<Set<string> | undefined>>();
+
   async facts(file: SourceFile): Promise<SourceFacts | undefined> {
+    const folder = file.key.slice(0, file.key.lastIndexOf('/') + 1);
+    let known = this.remembered.get(folder);
+    if (known === undefined) {
+      // A listing that fails costs only the shortcut: each file is then asked for by itself.
+      known = this.ctx.state.factsUnder(this.ctx.sourceName, folder).catch(() => undefined);
+      this.remembered.set(folder, known);
+    }
+    if ((await known)?.has(file.key) === false) return undefined;
     return this.ctx.state.getFacts(this.ctx.sourceName, file.key, file.etag);
   }
 

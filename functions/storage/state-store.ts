@@ -147,6 +147,16 @@ export class StateStore {
     return `${this.prefix}digests/${source}/${key}.json`;
   }
 
+  /**
+   * The source objects under `prefix` (a build's `objects/<base>/`) that facts are remembered for, at any ETag: one
+   * LIST, so that a first publication asks for none of them one by one.
+   */
+  async factsUnder(source: string, prefix: string): Promise<Set<string>> {
+    const start = this.factsKey(source, '').slice(0, -'.json'.length);
+    const listed = await this.store.list(`${start}${prefix}`);
+    return new Set(listed.filter((o) => o.key.endsWith('.json')).map((o) => o.key.slice(start.length, -'.json'.length)));
+  }
+
   /** What is known of a source object at this ETag, or undefined (never seen, or changed since). */
   async getFacts(source: string, key: string, etag: string): Promise<SourceFacts | undefined> {
     const data = await this.store.get(this.factsKey(source, key), { maxBytes: 256 * 1024 });

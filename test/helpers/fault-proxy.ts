@@ -73,6 +73,8 @@ export interface ProxyLogEntry {
   kind: RequestKind;
   method: string;
   path: string;
+  /** the query string, `?` included ('' for none) */
+  search: string;
   /**
    * what the client got: a status, 'reset' (connection closed while the request body came in or the response
    * body went out), 'stall' (no answer), 'lost' (the registry answered, the client's connection was closed instead)
@@ -171,7 +173,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
     const method = req.method ?? 'GET';
     const kind = classify(method, url.pathname);
     const length = Number(req.headers['content-length'] ?? 0) || 0;
-    const entry: ProxyLogEntry = { kind, method, path: url.pathname, status: 0, faulted: false, at: Date.now(), bodyBytes: length };
+    const entry: ProxyLogEntry = { kind, method, path: url.pathname, search: url.search, status: 0, faulted: false, at: Date.now(), bodyBytes: length };
     log.push(entry);
     if (isDown) {
       req.socket.destroy();

@@ -115,6 +115,26 @@ describe('S3 faults', () => {
     assert.ok(job.bytesRead <= raw + small + 1024 * 1024, `read ${job.bytesRead}: the image once and one part again at most`);
   });
 
+  it('the facts of a build are listed once; when that listing fails, each file is asked for by itself and a re-run still reads nothing', async () => {
+    const b = sampleBuild({ flavor: 'metal-gardener_prod', arch: 'arm64', commit: 'aaaa0006' });
+    await uploadBuild(s3.client, BUCKET, b);
+    proxy.rules.length = 0;
+    proxy.log.length = 0;
+    const first = await run(handlerFor('facts'), b);
+    assert.equal(first.outcome, 'published', first.error);
+    const factReads = () => proxy.log.filter((e) => e.method === 'GET' && e.path.includes('/digests/'));
+    assert.deepEqual(factReads().map((e) => e.path), [], 'a first publication lists the facts and asks for none of them');
+    assert.equal(proxy.log.filter((e) => e.method === 'GET' && e.search.includes('digests')).length, 1, 'one listing');
+
+    proxy.log.length = 0;
+    proxy.rules.push({ kind: 'other', searchIncludes: 'digests', fault: { type: 'status', status: 500 }, times: Infinity });
+    const again = await run(handlerFor('facts'), b);
+    assert.equal(again.outcome, 'unchanged', again.error);
+    assert.equal(again.bytesRead, 0, 'nothing read: every file found its facts');
+    assert.ok(proxy.log.some((e) => e.faulted), 'the listing failed');
+    assert.equal(factReads().length, b.files.length, 'each file asked for by itself');
+  });
+
   it('throttling that passes: the publication completes', async () => {
     const b = sampleBuild({ flavor: 'azure-gardener_prod', arch: 'amd64', commit: 'aaaa0003' });
     await uploadBuild(s3.client, BUCKET, b);
