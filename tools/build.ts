@@ -6,6 +6,7 @@
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { build, type BuildOptions } from 'esbuild';
 import yazl from 'yazl';
 
@@ -27,6 +28,11 @@ const common: BuildOptions = {
   logLevel: 'warning',
 };
 
+/** The CLI's bundle, which bin/gl-oci-publish.mjs runs where tsx is not installed (an installed package). */
+export async function bundleCli(outfile: string): Promise<void> {
+  await build({ ...common, entryPoints: [fileURLToPath(new URL('./cli-entry.ts', import.meta.url))], outfile });
+}
+
 async function zip(files: Array<{ path: string; name: string }>, out: string): Promise<void> {
   const z = new yazl.ZipFile();
   // A fixed date: the same sources give the same zip, so deployments only change when the code does.
@@ -41,11 +47,7 @@ async function main(): Promise<void> {
   await rm('dist', { recursive: true, force: true });
   await mkdir('dist', { recursive: true });
   await build({ ...common, entryPoints: ['functions/publish/index.ts'], outfile: 'dist/publish/index.mjs' });
-  await build({
-    ...common,
-    entryPoints: ['tools/cli-entry.ts'],
-    outfile: 'dist/cli/index.mjs',
-  });
+  await bundleCli('dist/cli/index.mjs');
   await zip(
     [
       { path: 'dist/publish/index.mjs', name: 'index.mjs' },
@@ -57,7 +59,10 @@ async function main(): Promise<void> {
   console.log(`dist/publish/index.mjs ${await size('dist/publish/index.mjs')}, dist/publish.zip ${await size('dist/publish.zip')}, dist/cli/index.mjs ${await size('dist/cli/index.mjs')}`);
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+// Run as a script (`npm run build`), not when a test imports bundleCli.
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}

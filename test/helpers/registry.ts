@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
@@ -20,12 +21,36 @@ export type RegistryAuth =
   | { kind: 'htpasswd'; username: string; password: string }
   | { kind: 'token'; realm: string; service: string; issuer: string; certPem: string };
 
+/** A port that was free a moment ago (the registry is given it: it logs nothing at the level it runs with). */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 export async function startRegistry(options: { auth?: RegistryAuth; relativeUrls?: boolean; parentDir?: string } = {}): Promise<TestRegistry> {
   const dir = await mkdtemp(join(options.parentDir ?? tmpdir(), 'gl-registry-'));
+  // Another process may take the port between freePort() and the registry's bind: then it is tried again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await serve(dir, await freePort(), options);
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function serve(dir: string, port: number, options: { auth?: RegistryAuth; relativeUrls?: boolean }): Promise<TestRegistry> {
   const lines = [
     'version: 0.1',
     'log:',
-    '  level: info',
+    // Errors only: at info it logs every request, and its logging costs a good part of its CPU time.
+    '  level: error',
     '  accesslog:',
     '    disabled: true',
     'storage:',
@@ -37,7 +62,7 @@ export async function startRegistry(options: { auth?: RegistryAuth; relativeUrls
     '    uploadpurging:',
     '      enabled: false',
     'http:',
-    '  addr: 127.0.0.1:0',
+    `  addr: 127.0.0.1:${port}`,
     '  secret: test-only-secret',
     ...(options.relativeUrls ? ['  relativeurls: true'] : []),
   ];
@@ -60,38 +85,37 @@ export async function startRegistry(options: { auth?: RegistryAuth; relativeUrls
   await writeFile(join(dir, 'config.yml'), lines.join('\n') + '\n');
 
   const child: ChildProcess = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    let output = '';
-    const timer = setTimeout(() => reject(new Error(`docker-registry did not start:\n${output}`)), 20_000);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`could not run docker-registry (apt-get install docker-registry): ${err.message}`));
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`docker-registry exited with ${code}:\n${output}`));
-    });
-    child.stderr?.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
+  // What it says before it answers (errors only): the reason when it does not start.
+  let output = '';
+  const keep = (chunk: Buffer): void => {
+    if (output.length < 64 * 1024) output += chunk.toString();
+  };
+  child.stderr?.on('data', keep);
+  const failed = new Promise<never>((_, reject) => {
+    child.once('error', (err) => reject(new Error(`could not run docker-registry (apt-get install docker-registry): ${err.message}`)));
+    child.once('exit', (code) => reject(new Error(`docker-registry exited with ${code}: ${output}`)));
   });
-  child.stderr?.resume();
+  failed.catch(() => undefined);
   const host = `127.0.0.1:${port}`;
-  // Wait until it answers (401 counts: it is up, and wants credentials).
-  for (let i = 0; ; i++) {
-    try {
-      const res = await fetch(`http://${host}/v2/`);
-      if (res.status === 200 || res.status === 401) break;
-    } catch {
-      if (i > 100) throw new Error('docker-registry does not answer');
+  // Up when it answers (401 counts: it is up, and wants credentials).
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const up = await Promise.race([
+      fetch(`http://${host}/v2/`).then(
+        (res) => res.status === 200 || res.status === 401,
+        () => false,
+      ),
+      failed,
+    ]);
+    if (up) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`docker-registry did not answer on ${host} within 20 s: ${output}`);
     }
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 25));
   }
+  child.stderr?.off('data', keep);
+  child.stderr?.resume();
   return {
     host,
     url: `http://${host}`,

@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, writeBuildDir } from '../../tools/sample-builds';
 import { BUCKET } from '../helpers/expectations';
+import { installCli, type InstalledCli } from '../helpers/installed-cli';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
 const exec = promisify(execFile);
@@ -37,9 +38,16 @@ function shellEnv(extra: Record<string, string> = {}): Record<string, string | u
 
 const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
 
+/** The CLI as installed from the package (installed-cli.ts), set up before the tests. */
+let installed: InstalledCli | undefined;
+function installedBin(): string {
+  if (!installed) throw new Error('the CLI is not installed yet');
+  return installed.bin;
+}
+
 /** Runs the CLI with both stdout and stderr on a pseudo-terminal. */
 async function onTerminal(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const command = [process.execPath, 'bin/gl-oci-publish.mjs', ...args].map(quote).join(' ');
+  const command = [process.execPath, installedBin(), ...args].map(quote).join(' ');
   const r: { stdout?: string; code?: number } = await exec('script', ['-qec', command, '/dev/null'], { env: shellEnv(env), timeout: 120_000, maxBuffer: 64 * MiB }).then(
     (x) => ({ stdout: x.stdout, code: 0 }),
     (e: { stdout?: string; code?: number }) => e,
@@ -52,7 +60,7 @@ async function onTerminal(args: string[], env: Record<string, string> = {}): Pro
 
 /** Runs the CLI with stdout and stderr piped, as a script would. */
 async function piped(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return exec(process.execPath, ['bin/gl-oci-publish.mjs', ...args], { env: shellEnv(env), timeout: 120_000, maxBuffer: 64 * MiB }).then(
+  return exec(process.execPath, [installedBin(), ...args], { env: shellEnv(env), timeout: 120_000, maxBuffer: 64 * MiB }).then(
     (x) => ({ code: 0, stdout: x.stdout, stderr: x.stderr }),
     (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
   );
@@ -70,15 +78,17 @@ describe('the CLI at a terminal', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gl-cli-terminal-'));
     for (const b of [big, small]) await writeBuildDir(join(dir, 'bucket'), b);
-    [registry, locked, s3] = await Promise.all([
+    [registry, locked, s3, installed] = await Promise.all([
       startRegistry(),
       startRegistry({ auth: { kind: 'htpasswd', username: 'robot', password: 'the-right-one' } }),
       startLocalS3([BUCKET]),
+      installCli(),
     ]);
     await uploadBuild(s3.client, BUCKET, fromS3);
   });
   after(async () => {
     await Promise.all([registry?.stop(), locked?.stop(), s3?.close()]);
+    if (installed) await rm(installed.dir, { recursive: true, force: true });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 

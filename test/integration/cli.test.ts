@@ -11,8 +11,10 @@ import { OciLayoutTarget } from '../../functions/target/oci-layout-target';
 import { Logger } from '../../functions/util/log';
 import { s3Event } from '../../tools/local-s3';
 import { sampleBuild, writeBuildDir } from '../../tools/sample-builds';
+import { main } from '../../functions/publish/cli';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { parse, sha256 } from '../helpers/expectations';
+import { installCli, type InstalledCli } from '../helpers/installed-cli';
 
 const exec = promisify(execFile);
 
@@ -22,9 +24,34 @@ interface Run {
   stderr: string;
 }
 
-async function cli(args: string[], env: Record<string, string> = {}): Promise<Run> {
+/**
+ * The CLI's main() in this process, with the environment of a shell that has `env` set, and what it wrote and the
+ * exit status it set. For the many cases that stop before any job (usage errors): a process each would cost the
+ * CLI's start-up each time. The processes' own exit statuses are checked by the spawned runs of the other tests.
+ */
+async function inProcess(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const saved = { env: process.env, stdout: process.stdout.write, stderr: process.stderr.write };
+  const out = { stdout: '', stderr: '' };
+  process.env = { ...process.env, REGISTRY: '', ...env };
+  process.stdout.write = ((chunk: string | Uint8Array) => ((out.stdout += String(chunk)), true)) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => ((out.stderr += String(chunk)), true)) as typeof process.stderr.write;
   try {
-    const { stdout, stderr } = await exec(process.execPath, ['bin/gl-oci-publish.mjs', ...args], {
+    await main(['node', 'gl-oci-publish', ...args]);
+    return { code: typeof process.exitCode === 'number' ? process.exitCode : 0, ...out };
+  } finally {
+    process.env = saved.env;
+    process.stdout.write = saved.stdout;
+    process.stderr.write = saved.stderr;
+    process.exitCode = undefined;
+  }
+}
+
+/** The CLI as installed from the package (installed-cli.ts), set up before the tests; the checkout's own bin once. */
+let installed: InstalledCli | undefined;
+
+async function cli(args: string[], env: Record<string, string> = {}, bin = installed?.bin ?? 'bin/gl-oci-publish.mjs'): Promise<Run> {
+  try {
+    const { stdout, stderr } = await exec(process.execPath, [bin, ...args], {
       env: { ...process.env, REGISTRY: '', ...env },
       timeout: 120_000,
     });
@@ -47,15 +74,19 @@ describe('gl-oci-publish (CLI)', () => {
     bucketDir = join(dir, 'bucket');
     layout = join(dir, 'layout');
     for (const b of builds) await writeBuildDir(bucketDir, b);
-    clients = await clientSandbox();
+    [clients, installed] = await Promise.all([clientSandbox(), installCli()]);
   });
   after(async () => {
     await clients?.cleanup();
+    if (installed) await rm(installed.dir, { recursive: true, force: true });
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('documents its commands in --help', async () => {
+  it('documents its commands in --help, from the checkout (TypeScript through tsx) and as installed (the bundle)', async () => {
+    const checkout = await cli(['--help'], {}, 'bin/gl-oci-publish.mjs');
+    assert.equal(checkout.code, 0, checkout.stderr);
     const r = await cli(['--help']);
+    assert.equal(r.stdout, checkout.stdout);
     assert.equal(r.code, 0);
     for (const word of ['publish', 'reindex', 'tag', 'event', '--registry', 'REGISTRY']) assert.ok(r.stdout.includes(word), word);
   });
@@ -210,8 +241,10 @@ describe('gl-oci-publish (CLI)', () => {
       { what: 'a missing option argument', args: [...L, 'verify', '1877.3', '--public-key'], says: /option '-p, --public-key <file>' argument missing/ },
     ];
     const wrong: string[] = [];
+    // In this process, one after the other (they share process.env and the output streams); a few of them again as
+    // processes of their own below, for the exit status the shell sees.
     for (const c of cases) {
-      const r = await cli(c.args, c.env);
+      const r = await inProcess(c.args, c.env);
       const lines = r.stderr.split('\n').filter((l) => l !== '');
       const problems = [
         ...(r.code === 2 ? [] : [`exit ${r.code}`]),
@@ -223,6 +256,15 @@ describe('gl-oci-publish (CLI)', () => {
       if (problems.length > 0) wrong.push(`${c.what}: ${problems.join(', ')}; stderr: ${r.stderr.slice(0, 240).replaceAll('\n', '⏎')}`);
     }
     assert.deepEqual(wrong, []);
+    // One case of each kind as a process of its own: the status the shell sees is main()'s.
+    for (const what of ['verify of a version without a minor part', 'verify --public-key of a missing file', 'no REGISTRY', 'an unknown option']) {
+      const c = cases.find((x) => x.what === what);
+      assert.ok(c, what);
+      const r = await cli(c.args, c.env);
+      assert.equal(r.code, 2, `${what}: ${r.stderr}`);
+      assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, `${what}: one line`);
+      assert.match(r.stderr, c.says, what);
+    }
   });
 
   it('prints no part of a private key given as SIGNING_KEY or -k (issue 19)', async () => {

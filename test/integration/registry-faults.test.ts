@@ -23,10 +23,15 @@ import { PASSWORD, startTokenRegistry, USER, type RegistryStack } from '../helpe
 /** Every log line of every publication in this file, to check that no secret reached one. */
 const logs: string[] = [];
 
-async function publish(env: Record<string, string>, builds: readonly SampleBuild[]): Promise<JobSummary[]> {
+/** Publishes the builds in turn; every log line goes to `logs`, and to `mine` when given (one case's own lines). */
+async function publish(env: Record<string, string>, builds: readonly SampleBuild[], mine?: string[]): Promise<JobSummary[]> {
   const jobs: JobSummary[] = [];
+  const sink = (l: string): void => {
+    logs.push(l);
+    mine?.push(l);
+  };
   for (const b of builds) {
-    jobs.push(...(await jobsOf(createHandler({ env: { LOG_LEVEL: 'debug', ...env }, logSink: (l) => logs.push(l) })(s3Event(BUCKET, `meta/singles/${b.base}`)))));
+    jobs.push(...(await jobsOf(createHandler({ env: { LOG_LEVEL: 'debug', ...env }, logSink: sink })(s3Event(BUCKET, `meta/singles/${b.base}`)))));
   }
   return jobs;
 }
@@ -68,7 +73,8 @@ describe('registry faults and registry behaviours', () => {
     await Promise.all([stack?.stop(), s3?.close(), clients?.cleanup()]);
   });
 
-  describe('faults that do not go away', () => {
+  // At once: each case mostly waits for its retries to run out, each with its own proxy, repository and log lines.
+  describe('faults that do not go away', { concurrency: 4 }, () => {
     const cases: Array<{ name: string; repo: string; setup: (p: FaultProxy) => void; extra?: Record<string, string>; code: string; message: RegExp }> = [
       { name: 'the registry is down', repo: 'down', setup: (p) => p.down(), code: 'NETWORK', message: /in a row; giving up|socket|ECONNRESET|closed/i },
       {
@@ -93,14 +99,17 @@ describe('registry faults and registry behaviours', () => {
         assert.deepEqual((await publish(env(p, c.repo), [first])).map((j) => j.outcome), ['published']);
         const before = await indexDigest(c.repo);
         c.setup(p);
-        const from = logs.length;
+        const lines: string[] = [];
         const started = Date.now();
-        const [job] = await publish(env(p, c.repo, c.extra), [container]);
+        const [job] = await publish(env(p, c.repo, c.extra), [container], lines);
         const took = Date.now() - started;
+        assert.equal(job?.outcome, 'failed');
+        assert.match(job?.error ?? '', c.message);
+        assert.equal(job?.errorCode, c.code, job?.error);
         // No retry layer multiplies another (request attempts × upload restarts × passes read again), and nothing
         // starts once the publication has failed: each upload sends its POST as often as one request may.
         const retried = new Map<string, number>();
-        for (const line of logs.slice(from)) {
+        for (const line of lines) {
           const l = JSON.parse(line) as { msg?: string; request?: string };
           if (l.msg === 'registry request failed, retrying' && l.request?.startsWith('POST upload')) retried.set(l.request, (retried.get(l.request) ?? 0) + 1);
         }

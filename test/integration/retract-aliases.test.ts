@@ -22,7 +22,8 @@ const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.ima
 const SUB = { CONTAINER_REPOSITORIES: '{"container-pythonDev":"container-python-dev"}' };
 
 const build = (flavor: string, version: string, commit: string): SampleBuild =>
-  sampleBuild({ flavor, arch: 'amd64', version, commit, buildTime: '2026-02-10T11:00:00Z' });
+  // Lean: aliases follow indexes; logs and test results would only be more uploads.
+  sampleBuild({ flavor, arch: 'amd64', version, commit, buildTime: '2026-02-10T11:00:00Z', lean: true });
 
 describe('retractions and release aliases (issue 19, defect 1)', () => {
   let registry: TestRegistry;

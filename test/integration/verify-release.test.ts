@@ -19,6 +19,7 @@ import type { Problem, VerifyReport } from '../../functions/orchestration/verify
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, writeBuildDir, type SampleBuild } from '../../tools/sample-builds';
 import { BUCKET, glTag, sha256 } from '../helpers/expectations';
+import { installCli, type InstalledCli } from '../helpers/installed-cli';
 import { firstJob } from '../helpers/jobs';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
@@ -202,7 +203,7 @@ describe('verify: is this release complete, as every consumer sees it?', () => {
     const local = builds('c00000');
     const cli = async (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
       try {
-        const { stdout, stderr } = await exec(process.execPath, ['bin/gl-oci-publish.mjs', ...args], { env: { ...process.env, REGISTRY: '' }, timeout: 120_000 });
+        const { stdout, stderr } = await exec(process.execPath, [(installed as InstalledCli).bin, ...args], { env: { ...process.env, REGISTRY: '' }, timeout: 120_000 });
         return { code: 0, stdout, stderr };
       } catch (err) {
         const e = err as { code?: number; stdout?: string; stderr?: string };
@@ -210,14 +211,20 @@ describe('verify: is this release complete, as every consumer sees it?', () => {
       }
     };
     const globals = () => ['-r', `http://${registry.host}/cli`, '-a', ALIASES];
+    // The CLI as installed from the package (installed-cli.ts): it runs eight times here.
+    let installed: InstalledCli | undefined;
 
     before(async () => {
+      installed = await installCli();
       bucketDir = join(dir, 'bucket');
       for (const b of local) await writeBuildDir(bucketDir, b);
       for (const b of local) {
         const r = await cli([...globals(), '-k', `file:${keyFile}`, 'publish', b.base, '--dir', bucketDir]);
         assert.equal(r.code, 0, r.stderr);
       }
+    });
+    after(async () => {
+      if (installed) await rm(installed.dir, { recursive: true, force: true });
     });
 
     it('prints JSON when piped and exits 0 on a complete version; with another key, names every signature and exits 1', async () => {
@@ -239,7 +246,7 @@ describe('verify: is this release complete, as every consumer sees it?', () => {
     });
 
     it('prints a table on a terminal', async () => {
-      const command = [process.execPath, 'bin/gl-oci-publish.mjs', ...globals(), 'verify', v, '--dir', bucketDir, '--public-key', otherPublicKey].map((a) => `'${a}'`).join(' ');
+      const command = [process.execPath, (installed as InstalledCli).bin, ...globals(), 'verify', v, '--dir', bucketDir, '--public-key', otherPublicKey].map((a) => `'${a}'`).join(' ');
       // script(1) gives the CLI a pseudo-terminal as standard output, and passes its exit status on (-e).
       const r: { stdout?: string; code?: number } = await exec('script', ['-qec', `${command} 2>/dev/null`, '/dev/null'], { env: { ...process.env, REGISTRY: '' } }).catch((e: { stdout?: string; code?: number }) => e);
       const out = String(r.stdout ?? '').replace(/\r/g, '');
