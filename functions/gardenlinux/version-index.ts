@@ -53,6 +53,13 @@ export interface RenderedIndex {
   digest: string;
 }
 
+/** A string that two values share exactly when they are deeply equal (as isDeepStrictEqual has it for JSON). */
+function sameValueKey(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
+}
+
 function cnameOf(entry: Descriptor): string | undefined {
   return entry.annotations?.cname;
 }
@@ -174,10 +181,13 @@ export function renderVersionIndex(allRecords: readonly IndexRecord[], current: 
   const foreignContainers: Descriptor[] = [];
   const foreignGardenlinux: Descriptor[] = [];
   const foreignOther: Descriptor[] = [];
-  const seen: Descriptor[] = [];
+  // An exact duplicate is the same entry. By a key, not by comparing each entry with every other: an index of a
+  // few hundred builds is rendered in every round of every writer.
+  const seen = new Set<string>();
   for (const entry of current?.manifests ?? []) {
-    if (seen.some((s) => isDeepStrictEqual(s, entry))) continue; // an exact duplicate is the same entry
-    seen.push(entry);
+    const key = sameValueKey(entry);
+    if (seen.has(key)) continue;
+    seen.add(key);
     const cname = cnameOf(entry);
     if (excluded.digest(entry.digest) || (cname !== undefined && excluded.base(cname))) continue;
     if (cname !== undefined) {
