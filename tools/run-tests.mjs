@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// Runs every test/**/*.test.ts, each file in its own process (Node's test runner, TypeScript through tsx), as many
-// at once as the machine has cores (TEST_CONCURRENCY overrides). The longest files start first, by the durations
+// Runs every test/**/*.test.ts with Node's test runner (TypeScript through tsx), as many processes at once as the
+// machine has cores (TEST_CONCURRENCY overrides). Each integration file runs in a process of its own; the unit files
+// (test/unit/, pure and quick) share one process per core, since starting a process costs most of what one of them
+// takes. The longest files start first, by the durations
 // in test/durations.json, so a run ends about when its longest file does. A file that runs past its budget
 // (TEST_FILE_BUDGET_SECONDS, 120) is stopped with everything it started and fails with its name and its time;
 // nothing else is cancelled. Each file's output is printed whole when it ends, and the run ends with the slowest
@@ -11,9 +13,10 @@
 //   npm test -- unit concurrency     only the files whose path contains one of the words (no typecheck)
 //   npm test -- --record             also write the durations of this run to test/durations.json
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, symlinkSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const root = new URL('..', import.meta.url).pathname;
 const DURATIONS = join(root, 'test', 'durations.json');
@@ -65,23 +68,37 @@ try {
 } catch {
   // No durations yet: the files start in name order.
 }
-// Longest first; a file without a recorded duration counts as long, so a new slow file cannot end the run late.
-const expected = (f) => known[f] ?? 60;
-const queue = [...files].sort((a, b) => expected(b) - expected(a) || (a < b ? -1 : 1));
+// A file without a recorded duration counts as long, so a new slow file cannot end the run late (a unit file as
+// quick: they are).
+const expected = (f) => known[f] ?? (f.startsWith('test/unit/') ? 1 : 60);
+
+/** What one process runs: one file, or a group of unit files. */
+const runs = [];
+const unit = files.filter((f) => f.startsWith('test/unit/')).sort((a, b) => expected(b) - expected(a) || (a < b ? -1 : 1));
+if (unit.length > 1) {
+  // Balanced by their durations: the longest file first, each to the group with the least so far.
+  const groups = Array.from({ length: Math.min(concurrency, unit.length) }, () => ({ files: [], ms: 0 }));
+  for (const f of unit) {
+    const g = groups.reduce((a, b) => (b.ms < a.ms ? b : a));
+    g.files.push(f);
+    g.ms += expected(f);
+  }
+  for (const g of groups) runs.push({ name: `test/unit (${g.files.length} files)`, files: g.files.sort(), expected: g.ms });
+} else for (const f of unit) runs.push({ name: f, files: [f], expected: expected(f) });
+for (const f of files.filter((x) => !x.startsWith('test/unit/'))) runs.push({ name: f, files: [f], expected: expected(f) });
+// Longest first.
+const queue = runs.sort((a, b) => b.expected - a.expected || (a.name < b.name ? -1 : 1));
 
 // The files' temporary folders (registries, S3, layouts) go to memory where there is a tmpfs: the tests write and
 // read gigabytes in all, and a disk's journal costs CPU time a 2-core machine does not have to spare. Everything
 // is removed at the end, also what a file stopped over its budget left.
 // The name is short: podman refuses a run root (under TMPDIR in the tests) longer than 50 characters.
 const scratch = mkdtempSync(join(process.env.TEST_TMPDIR ?? (usable('/dev/shm') ? '/dev/shm' : tmpdir()), 'glt-'));
-// A larger young generation: the tests stream hundreds of MiB through short-lived buffers, and collect less often
-// with it (about 3% less CPU time for the suite). Every node process a file starts inherits it.
-const env = {
-  ...process.env,
-  TMPDIR: scratch,
-  NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=32`.trim(),
-  AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-};
+// tsx keeps what it compiled in TMPDIR/tsx-<uid>: the usual one, so that it is compiled once, not in every run.
+const tsxCache = join(tmpdir(), `tsx-${process.geteuid?.() ?? 'user'}`);
+mkdirSync(tsxCache, { recursive: true });
+symlinkSync(tsxCache, join(scratch, `tsx-${process.geteuid?.() ?? 'user'}`));
+const env = { ...process.env, TMPDIR: scratch, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
 const started = Date.now();
 const results = [];
 
@@ -131,22 +148,19 @@ function counts(tapFile) {
 
 const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
-async function runFile(file, index) {
+async function runFile(run, index) {
   const tap = join(scratch, `${index}.tap`);
-  const r = await runProcess(
-    [
-      process.execPath,
-      '--import',
-      'tsx',
-      '--test',
-      '--test-reporter=spec',
-      '--test-reporter-destination=stdout',
-      '--test-reporter=tap',
-      `--test-reporter-destination=${tap}`,
-      file,
-    ],
-    { budget: budgetMs },
-  );
+  const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`];
+  let argv;
+  if (run.files.length === 1) argv = [process.execPath, '--import', 'tsx', '--test', ...reporters, run.files[0]];
+  else {
+    // One process imports the group's files; their tests run one file after another, as `node --test` would.
+    const entry = join(scratch, `group-${index}.mjs`);
+    writeFileSync(entry, run.files.map((f) => `await import(${JSON.stringify(pathToFileURL(join(root, f)).href)});\n`).join(''));
+    argv = [process.execPath, '--import', 'tsx', ...reporters, entry];
+  }
+  const r = await runProcess(argv, { budget: budgetMs });
+  const file = run.name;
   const c = counts(tap);
   const ok = r.code === 0 && !r.overran;
   process.stdout.write(r.output);
@@ -154,7 +168,7 @@ async function runFile(file, index) {
     ? `stopped after ${seconds(r.ms)}: over its budget of ${seconds(budgetMs)} (TEST_FILE_BUDGET_SECONDS)`
     : `${c.pass}/${c.tests} passed${c.fail ? `, ${c.fail} failed` : ''}${c.cancelled ? `, ${c.cancelled} cancelled` : ''}${r.code !== 0 && c.fail === 0 ? `, exit ${r.code ?? r.signal}` : ''}, ${seconds(r.ms)}`;
   process.stdout.write(`${ok ? '✔' : '✖'} ${file}: ${what}\n\n`);
-  results.push({ file, ok, ms: r.ms, overran: r.overran, ...c });
+  results.push({ file, files: run.files, ok, ms: r.ms, overran: r.overran, ...c });
 }
 
 async function runTypecheck() {
@@ -165,8 +179,8 @@ async function runTypecheck() {
 }
 
 process.stdout.write(
-  `${files.length} test files, ${concurrency} at a time (cores: ${availableParallelism()}), at most ${seconds(budgetMs)} each${typecheck ? ', and the typecheck' : ''}; ` +
-    `temporary files in ${scratch}\n\n`,
+  `${files.length} test files in ${runs.length} processes, ${concurrency} at a time (cores: ${availableParallelism()}), at most ${seconds(budgetMs)} each` +
+    `${typecheck ? ', and the typecheck' : ''}; temporary files in ${scratch}\n\n`,
 );
 let next = 0;
 // The typecheck takes one place from the start: it is as long as a long file.
@@ -187,20 +201,21 @@ await Promise.all(Array.from({ length: Math.min(concurrency, queue.length + jobs
 rmSync(scratch, { recursive: true, force: true });
 
 const wall = Date.now() - started;
-const tested = results.filter((r) => r.file.endsWith('.ts'));
+const tested = results.filter((r) => r.files !== undefined);
 const slowest = [...tested].sort((a, b) => b.ms - a.ms).slice(0, 10);
 const total = (k) => tested.reduce((n, r) => n + r[k], 0);
 const failed = results.filter((r) => !r.ok);
-process.stdout.write(`slowest files:\n${slowest.map((r) => `  ${seconds(r.ms).padStart(8)}  ${r.file}`).join('\n')}\n\n`);
+process.stdout.write(`slowest:\n${slowest.map((r) => `  ${seconds(r.ms).padStart(8)}  ${r.file}`).join('\n')}\n\n`);
 process.stdout.write(
-  `${tested.length} ${tested.length === 1 ? "file" : "files"}, ${total('tests')} tests: ${total('pass')} passed, ${total('fail')} failed, ${total('cancelled')} cancelled, ` +
+  `${files.length} ${files.length === 1 ? 'file' : 'files'}, ${total('tests')} tests: ${total('pass')} passed, ${total('fail')} failed, ${total('cancelled')} cancelled, ` +
     `${total('skipped')} skipped, ${total('todo')} todo; ${seconds(wall)} in all\n`,
 );
 if (failed.length > 0) process.stdout.write(`failed: ${failed.map((r) => `${r.file}${r.overran ? ' (over its budget)' : ''}`).join(', ')}\n`);
 
 if (record) {
   const durations = { ...known };
-  for (const r of tested) durations[r.file] = Math.round(r.ms / 100) / 10;
+  // A group's time is not its files' (they are recorded when run on their own: npm test -- <file> --record).
+  for (const r of tested) if (r.files.length === 1) durations[r.files[0]] = Math.round(r.ms / 100) / 10;
   // Files that are gone are forgotten.
   const sorted = Object.fromEntries(Object.entries(durations).filter(([f]) => allFiles.includes(f)).sort(([a], [b]) => (a < b ? -1 : 1)));
   writeFileSync(DURATIONS, `${JSON.stringify(sorted, null, 2)}\n`);
