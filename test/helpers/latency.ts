@@ -7,22 +7,16 @@ import type { Config } from '../../functions/publish/config';
 import { createRuntime, type Runtime } from '../../functions/publish/runtime';
 import type { Target, TargetSet } from '../../functions/target/target';
 import type { Logger } from '../../functions/util/log';
+import { overriding } from './targets';
 
 const pause = (maxMs: number) => new Promise((r) => setTimeout(r, Math.random() * maxMs));
 
 function slow(target: Target, maxMs: number): Target {
-  return {
-    id: target.id,
-    display: target.display,
-    repositoryName: target.repositoryName,
-    hasBlob: (d) => target.hasBlob(d),
-    blobSize: (d) => target.blobSize(d),
-    fetchBlob: (d, n) => target.fetchBlob(d, n),
-    pushBlob: (b) => target.pushBlob(b),
+  return overriding(target, {
     resolve: async (r) => (await pause(maxMs), target.resolve(r)),
     getManifest: async (r) => (await pause(maxMs), target.getManifest(r)),
     putManifest: async (b, m, r) => (await pause(maxMs), target.putManifest(b, m, r)),
-  };
+  });
 }
 
 function slowSet(set: TargetSet, maxMs: number): TargetSet {

@@ -29,6 +29,7 @@ import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { cosignAccepts, registryReader, updaterAccepts } from '../helpers/cosign-rules';
 import { sha256 } from '../helpers/expectations';
 import { firstJob } from '../helpers/jobs';
+import { overriding } from '../helpers/targets';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
 const exec = promisify(execFile);
@@ -246,19 +247,11 @@ describe('rotating the signing key: sign-first puts the new key first', () => {
 
     // The same through the orchestration itself, on targets that count every write: none, and no signing.
     const writes: string[] = [];
-    const counting = (t: Target): Target => ({
-      ...t,
-      id: t.id,
-      display: t.display,
-      repositoryName: t.repositoryName,
-      hasBlob: (d) => t.hasBlob(d),
-      blobSize: (d) => t.blobSize(d),
-      fetchBlob: (d, n) => t.fetchBlob(d, n),
-      resolve: (r) => t.resolve(r),
-      getManifest: (r) => t.getManifest(r),
-      pushBlob: (b) => (writes.push(`blob ${b.what}`), t.pushBlob(b)),
-      putManifest: (bytes, type, ref) => (writes.push(`manifest ${ref}`), t.putManifest(bytes, type, ref)),
-    });
+    const counting = (t: Target): Target =>
+      overriding(t, {
+        pushBlob: (b) => (writes.push(`blob ${b.what}`), t.pushBlob(b)),
+        putManifest: (bytes, type, ref) => (writes.push(`manifest ${ref}`), t.putManifest(bytes, type, ref)),
+      });
     const logger = new Logger({ sink: () => undefined });
     const set = registryTargets({ scheme: 'http', host: registry.host, repository: REPO, logger });
     const signer = await fileSigner(keys.new.file);
