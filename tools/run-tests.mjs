@@ -154,7 +154,7 @@ async function runFile(run, index) {
   let argv;
   if (run.files.length === 1) argv = [process.execPath, '--import', 'tsx', '--test', ...reporters, run.files[0]];
   else {
-    // One process imports the group's files; their tests run one file after another, as `node --test` would.
+    // One process imports the group's files; their top-level tests run one after another in this process.
     const entry = join(scratch, `group-${index}.mjs`);
     writeFileSync(entry, run.files.map((f) => `await import(${JSON.stringify(pathToFileURL(join(root, f)).href)});\n`).join(''));
     argv = [process.execPath, '--import', 'tsx', ...reporters, entry];

@@ -130,8 +130,8 @@ export interface AliasPlan {
 
 /**
  * What every alias of `version` must hold, given the versions with records, and what each holds now. An arch
- * tag is planned when the goal's index has an image of that arch or the tag exists (an alias is not created
- * for an arch no version has).
+ * tag is planned when the goal's index has an image of that arch or the tag exists (an `<arch>-<alias>` is
+ * created only for an arch the goal's index has an image of).
  */
 export async function planAliases(
   target: Target,

@@ -76,9 +76,17 @@ export function verifyPkcs1Sha256(publicKey: KeyObject, data: Buffer, signature:
  * SHA-256 over its SubjectPublicKeyInfo DER (`openssl pkey -pubin -in key.pub -outform DER | sha256sum`).
  */
 export function keyFingerprint(key: KeyObject): string {
-  const spki = (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' });
-  return `sha256:${createHash('sha256').update(spki).digest('hex').slice(0, 16)}`;
+  let fingerprint = fingerprints.get(key);
+  if (fingerprint === undefined) {
+    const spki = (key.type === 'private' ? createPublicKey(key) : key).export({ type: 'spki', format: 'der' });
+    fingerprint = `sha256:${createHash('sha256').update(spki).digest('hex').slice(0, 16)}`;
+    fingerprints.set(key, fingerprint);
+  }
+  return fingerprint;
 }
+
+/** verify computes it once per signature checked; the key objects live as long as the configuration. */
+const fingerprints = new WeakMap<KeyObject, string>();
 
 function requireRsa(key: KeyObject, what: string): void {
   if (key.asymmetricKeyType !== 'rsa') {

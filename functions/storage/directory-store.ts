@@ -9,7 +9,7 @@ import { constants, createReadStream } from 'node:fs';
 import { mkdir, open, readdir, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
-import { InputError, SourceError } from '../util/errors';
+import { errorCode, InputError, SourceError } from '../util/errors';
 import type { ObjectData, ObjectInfo, ObjectStore, OpenOptions } from './object-store';
 
 function etagOf(size: number, mtimeMs: number, ino: number): string {
@@ -21,13 +21,9 @@ function within(path: string, root: string): boolean {
   return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
 }
 
-function codeOf(err: unknown): unknown {
-  return (err as NodeJS.ErrnoException).code;
-}
-
 /** A path that does not exist, or that goes through a file as if it were a folder: no object there. */
 function missing(err: unknown): boolean {
-  return codeOf(err) === 'ENOENT' || codeOf(err) === 'ENOTDIR';
+  return errorCode(err as Error) === 'ENOENT' || errorCode(err as Error) === 'ENOTDIR';
 }
 
 /** How often a file that is replaced between opening and checking is opened again. */

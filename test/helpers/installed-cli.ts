@@ -2,7 +2,8 @@
  * The CLI as someone who installed the package runs it: bin/gl-oci-publish.mjs beside the bundle `npm run build`
  * makes (dist/cli/index.mjs), in a folder with no node_modules above it, so the bin takes its bundle path. It
  * starts in about a third of the CPU time the TypeScript sources take through tsx, which the tests that run the
- * CLI dozens of times need; one test (cli.test.ts) still runs the bin of the checkout.
+ * CLI dozens of times need; the checkout's bin still runs in cli.test.ts and in the
+ * tests that need the TypeScript sources (signing, rotation).
  */
 import { copyFile, mkdir, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -64,6 +64,9 @@ async function serve(dir: string, port: number, options: { auth?: RegistryAuth; 
     'http:',
     `  addr: 127.0.0.1:${port}`,
     '  secret: test-only-secret',
+    // Answers carry this header, so a registry another test file started on the same port is never taken for ours.
+    '  headers:',
+    `    X-Test-Registry: [${JSON.stringify(dir)}]`,
     ...(options.relativeUrls ? ['  relativeurls: true'] : []),
   ];
   const auth = options.auth;
@@ -102,7 +105,7 @@ async function serve(dir: string, port: number, options: { auth?: RegistryAuth; 
   for (;;) {
     const up = await Promise.race([
       fetch(`http://${host}/v2/`).then(
-        (res) => res.status === 200 || res.status === 401,
+        (res) => (res.status === 200 || res.status === 401) && res.headers.get('x-test-registry') === dir,
         () => false,
       ),
       failed,

@@ -25,7 +25,10 @@ const templates = parseAliasTemplates('latest,{major},{version}.0');
 /** A state store whose first listing of the versions was taken before 1877.10 had records. */
 class StaleListing extends StateStore {
   listings = 0;
+  /** called at every listing, before it is taken */
+  onListing: () => void = () => undefined;
   override async listVersions(targetId: string): Promise<string[]> {
+    this.onListing();
     const now = await super.listVersions(targetId);
     return this.listings++ === 0 ? now.filter((v) => v !== '1877.10') : now;
   }
@@ -68,19 +71,25 @@ async function staleWriter(kind: 'main repository' | 'container sub-repository')
     })(),
   );
   const before = registry.writes.length;
+  // How many writes the writer had made when it listed the versions the second time: none may come before.
+  let writesBeforeRelist: number | undefined;
+  state.onListing = () => {
+    if (state.listings === 1) writesBeforeRelist = registry.writes.length - before;
+  };
   const updates = await clock.run(followAliases({ state, target, version: '1877.9', templates, logger: silent, deadline: Deadline.none(), clock, random: () => 0.5 }));
-  return { registry, images, indexes, updates, writes: registry.writes.slice(before), listings: state.listings };
+  return { registry, images, indexes, updates, writes: registry.writes.slice(before), listings: state.listings, writesBeforeRelist };
 }
 
 describe('a writer whose listing is older than the aliases it finds (issue 19, defect 2)', () => {
   for (const kind of ['main repository', 'container sub-repository'] as const) {
     it(`${kind}: never moves latest, {major} or amd64-latest down, and lists again instead`, async () => {
-      const { registry, images, indexes, updates, writes, listings } = await staleWriter(kind);
+      const { registry, images, indexes, updates, writes, listings, writesBeforeRelist } = await staleWriter(kind);
       const down = writes.filter(
         (w) => (['latest', '1877'].includes(w.reference) && w.digest !== indexes['1877.10']) || (['amd64-latest', 'amd64-1877'].includes(w.reference) && w.digest !== images['1877.10']),
       );
       assert.deepEqual(down, [], 'no alias was moved down, not even for a round');
       assert.ok(listings >= 2, 'the writer listed the versions again');
+      assert.equal(writesBeforeRelist, 0, 'nothing was written on the stale listing');
       // What the rules say for 1877.9: its own {version}.0, and the higher version everywhere else.
       assert.equal(registry.tags.get('latest'), indexes['1877.10']);
       assert.equal(registry.tags.get('1877'), indexes['1877.10']);
