@@ -12,6 +12,7 @@ import { registryTargets } from '../target/registry-target';
 import type { TargetSet } from '../target/target';
 import type { TransferObserver } from '../orchestration/context';
 import type { Logger } from '../util/log';
+import type { TargetLocation } from '../registry/location';
 import type { Config } from './config';
 
 export interface Runtime {
@@ -43,21 +44,25 @@ export function credentialSource(config: Config, host: string): CredentialSource
   return staticCredentials(undefined);
 }
 
+/** The targets of one configured location: a registry repository (with its credentials) or an OCI layout. */
+export function createTargetSet(location: TargetLocation, config: Config, logger: Logger): TargetSet {
+  return location.kind === 'oci-layout'
+    ? layoutTargets(location.dir, logger)
+    : registryTargets({
+        scheme: location.scheme,
+        host: location.host,
+        repository: location.repository,
+        logger,
+        timeoutMs: config.registryTimeoutMs,
+        chunkBytes: config.uploadChunkBytes,
+        chunkedUploads: config.chunkedUploads,
+        maxConsecutiveFailures: config.maxConsecutiveFailures,
+        credentials: credentialSource(config, location.host),
+      });
+}
+
 export function createRuntime(config: Config, logger: Logger): Runtime {
-  const targets =
-    config.target.kind === 'oci-layout'
-      ? layoutTargets(config.target.dir, logger)
-      : registryTargets({
-          scheme: config.target.scheme,
-          host: config.target.host,
-          repository: config.target.repository,
-          logger,
-          timeoutMs: config.registryTimeoutMs,
-          chunkBytes: config.uploadChunkBytes,
-          chunkedUploads: config.chunkedUploads,
-          maxConsecutiveFailures: config.maxConsecutiveFailures,
-          credentials: credentialSource(config, config.target.host),
-        });
+  const targets = createTargetSet(config.target, config, logger);
   const local = config.sourceDir ? new DirectoryStore(config.sourceDir) : undefined;
   const stores = new Map<string, ObjectStore>();
   return {
