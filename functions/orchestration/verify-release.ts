@@ -112,6 +112,7 @@ function limited(target: Target, limiter: Limiter): Target {
     hasBlob: (d) => limiter.run(() => target.hasBlob(d)),
     blobSize: (d) => limiter.run(() => target.blobSize(d)),
     fetchBlob: (d, n) => limiter.run(() => target.fetchBlob(d, n)),
+    openBlob: (d, s) => limiter.run(() => target.openBlob(d, s)),
     pushBlob: () => Promise.reject(new Error('verify never writes')),
     resolve: (r) => limiter.run(() => target.resolve(r)),
     getManifest: (r) => limiter.run(() => target.getManifest(r)),

@@ -2,7 +2,8 @@
  * The operations on one repository of a registry, for one job: blobs (HEAD, uploads in blob-upload.ts) and
  * manifests (manifests.ts). Every request goes through the client (auth, retries) with the job's scope.
  */
-import { sha256Digest } from '../oci/digest';
+import { pipeline, type Readable } from 'node:stream';
+import { HashingTap, sha256Digest, type Expected } from '../oci/digest';
 import { IntegrityError } from '../util/errors';
 import type { RegistryClient } from './client';
 import { uploadBlob, type BlobUpload, type UploadResult } from './blob-upload';
@@ -68,6 +69,26 @@ export class RegistryRepository implements RepositoryAccess {
     return bytes;
   }
 
+  /**
+   * A blob as a stream (GET, following a redirect to storage elsewhere), checked against its digest and the size
+   * the registry states while it is read; undefined when the registry has no such blob.
+   */
+  async openBlob(digest: string): Promise<{ size: number; stream: Readable } | undefined> {
+    const what = `GET blob ${this.name}@${digest}`;
+    const res = await this.send({ method: 'GET', url: this.url(`blobs/${digest}`), what });
+    if (res.status === 404) {
+      await res.body.dump();
+      return undefined;
+    }
+    if (res.status !== 200) return fail(res, what);
+    const size = Number(header(res, 'content-length'));
+    if (!Number.isSafeInteger(size) || size < 0) {
+      await res.body.dump();
+      throw new IntegrityError(`${what}: the registry stated no size (Content-Length)`);
+    }
+    return { size, stream: checkedStream(res.body as unknown as Readable, { digest, size, what }) };
+  }
+
   uploadBlob(blob: BlobUpload): Promise<UploadResult> {
     return uploadBlob(this, blob);
   }
@@ -83,4 +104,12 @@ export class RegistryRepository implements RepositoryAccess {
   putManifest(bytes: Buffer, mediaType: string, reference: string): Promise<string> {
     return putManifest(this, bytes, mediaType, reference);
   }
+}
+
+/** `source` passed through a tap that fails the stream unless the bytes match `expected` (digest and size). */
+export function checkedStream(source: Readable, expected: Expected): Readable {
+  const tap = new HashingTap(expected, { failOnMismatch: true });
+  // Errors travel both ways: a broken source fails the reader, a reader that stops frees the source.
+  pipeline(source, tap, () => undefined);
+  return tap;
 }

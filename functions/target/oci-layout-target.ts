@@ -9,7 +9,7 @@
  * kill, also in `blobs/sha256/` from earlier versions) is removed when the layout is next opened.
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -19,10 +19,11 @@ import { REF_NAME } from '../oci/container-archive';
 import { IndexSchema, parseJson, type Descriptor } from '../oci/descriptor';
 import { INDEX_TYPES, MAX_MANIFEST_BYTES, OCI_INDEX } from '../oci/media-types';
 import { expectedOf } from '../registry/blob-upload';
+import { checkedStream } from '../registry/repository';
 import { isRetryable, RegistryError } from '../registry/errors';
 import { describeError, IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
-import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
+import type { BlobSource, BlobStream, FetchedManifest, Target, TargetSet, UploadResult } from './target';
 
 const LOCK_STALE_MS = 60_000;
 
@@ -129,6 +130,21 @@ export class OciLayoutTarget implements Target {
     const bytes = await readFile(path);
     if (sha256Digest(bytes) !== digest) throw new IntegrityError(`${this.display}: blob ${digest} holds bytes with digest ${sha256Digest(bytes)}`);
     return bytes;
+  }
+
+  async openBlob(digest: string): Promise<BlobStream | undefined> {
+    await this.init();
+    const path = this.blobPath(digest);
+    let size: number;
+    try {
+      const s = await stat(path);
+      if (!s.isFile()) return undefined;
+      size = s.size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    return { size, stream: checkedStream(createReadStream(path), { digest, size, what: `${this.display}: blob ${digest}` }) };
   }
 
   async pushBlob(blob: BlobSource): Promise<UploadResult> {

@@ -5,7 +5,7 @@ import { RegistryRepository } from '../registry/repository';
 import type { RetryPolicy } from '../registry/retry';
 import { cosignRepositoryName } from '../signing/cosign-format';
 import type { Logger } from '../util/log';
-import type { BlobSource, FetchedManifest, Target, TargetSet, UploadResult } from './target';
+import type { BlobSource, BlobStream, FetchedManifest, Target, TargetSet, UploadResult } from './target';
 
 export class RegistryTarget implements Target {
   readonly id: string;
@@ -20,6 +20,10 @@ export class RegistryTarget implements Target {
 
   fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined> {
     return this.repo.getBlob(digest, maxBytes);
+  }
+
+  openBlob(digest: string): Promise<BlobStream | undefined> {
+    return this.repo.openBlob(digest);
   }
 
   blobSize(digest: string): Promise<number | undefined> {

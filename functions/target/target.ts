@@ -2,10 +2,16 @@
  * Where content goes. The publication code talks to this interface only; a remote registry and a local OCI
  * image layout implement it.
  */
+import type { Readable } from 'node:stream';
 import type { BlobUpload, UploadResult } from '../registry/blob-upload';
 import type { FetchedManifest } from '../registry/manifests';
 
 export type BlobSource = BlobUpload;
+
+export interface BlobStream {
+  size: number;
+  stream: Readable;
+}
 export type { FetchedManifest, UploadResult };
 
 export interface Target {
@@ -23,6 +29,11 @@ export interface Target {
   blobSize(digest: string): Promise<number | undefined>;
   /** a small blob's bytes (checked against the digest), or undefined when there is none */
   fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined>;
+  /**
+   * A blob's bytes as a stream, or undefined when there is none. The stream fails (IntegrityError) unless its
+   * bytes match the digest and the stated size, so a consumer that finishes reading has the right bytes.
+   */
+  openBlob(digest: string, signal?: AbortSignal): Promise<BlobStream | undefined>;
   /** uploads bytes; with an unknown digest it is computed on the way and returned */
   pushBlob(blob: BlobSource): Promise<UploadResult>;
   /** the digest a tag or digest currently resolves to, or undefined */

@@ -167,6 +167,9 @@ export class MemoryRegistry {
       async fetchBlob(): Promise<Buffer | undefined> {
         throw new Error('the simulated registry holds manifests only');
       },
+      async openBlob(): Promise<undefined> {
+        throw new Error('the simulated registry holds manifests only');
+      },
       async blobSize(): Promise<number | undefined> {
         throw new Error('the simulated registry holds manifests only');
       },

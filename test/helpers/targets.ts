@@ -9,6 +9,7 @@ export function overriding(target: Target, replaced: Partial<Omit<Target, 'id' |
     hasBlob: (d) => target.hasBlob(d),
     blobSize: (d) => target.blobSize(d),
     fetchBlob: (d, n) => target.fetchBlob(d, n),
+    openBlob: (d, s) => target.openBlob(d, s),
     pushBlob: (b) => target.pushBlob(b),
     resolve: (r) => target.resolve(r),
     getManifest: (r) => target.getManifest(r),
