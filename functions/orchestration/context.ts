@@ -23,10 +23,8 @@ export interface PublishContext {
   /** the source's name in the state store's fact keys: the bucket name */
   sourceName: string;
   state: StateStore;
-  /** where content goes; requests stop when the job's time is up */
-  targets: TargetSet;
-  /** the same targets for the version index: they run on into the stop margin, to the deadline's final point */
-  indexTargets: TargetSet;
+  /** where content goes: one destination, or several that each get every file from one read */
+  destinations: readonly Destination[];
   /** container flavor → sub-repository (CONTAINER_REPOSITORIES) */
   containerRepositories: Readonly<Record<string, string>>;
   logger: Logger;
@@ -51,6 +49,13 @@ export interface PublishContext {
   progress?: TransferObserver;
   /** release aliases moved after the version index (ALIAS_TAGS) */
   aliasTemplates?: readonly AliasTemplate[];
+}
+
+export interface Destination {
+  /** where content goes; requests stop when the job's time is up */
+  targets: TargetSet;
+  /** the same targets for the version index: they run on into the stop margin, to the deadline's final point */
+  indexTargets: TargetSet;
 }
 
 export interface JobCounters {

@@ -17,11 +17,13 @@ import { EMPTY_JSON } from '../oci/digest';
 import type { Descriptor } from '../oci/descriptor';
 import { MAX_MANIFEST_BYTES, OCI_MANIFEST } from '../oci/media-types';
 import type { ObjectStore } from '../storage/object-store';
-import type { Target } from '../target/target';
-import { InputError, IntegrityError, SourceError } from '../util/errors';
+import { Mirror, type MirrorMember } from '../target/mirrored-targets';
+import type { Target, TargetSet } from '../target/target';
+import { isRetryable } from '../registry/errors';
+import { describeError, errorCode, InputError, IntegrityError, PublishError, SourceError } from '../util/errors';
 import { mapLimit } from '../util/limiter';
 import type { Logger } from '../util/log';
-import type { PublishContext } from './context';
+import type { Destination, PublishContext } from './context';
 import { TransferStats } from './context';
 import { convergeVersion, readVersionIndex, type IndexSnapshot, type IndexUpdate } from './converge';
 import { aliasesMoved, followAliases, type AliasUpdate } from './follow-aliases';
@@ -48,6 +50,29 @@ export interface BuildResult {
   bytesRead: number;
   blobsUploaded: number;
   blobsSkipped: number;
+  /** with several destinations: what became of the build in each (the fields above sum or join them) */
+  targets?: TargetResult[];
+}
+
+/** One destination's part of a publication to several. */
+export interface TargetResult {
+  /** the destination's main repository */
+  target: string;
+  outcome: 'published' | 'unchanged' | 'skipped' | 'failed';
+  reason?: string;
+  error?: string;
+  errorKind?: string;
+  errorCode?: string;
+  /** whether running the job again may help (a failure of the registry or the network) */
+  retryable?: boolean;
+  manifest?: BuildResult['manifest'];
+  container?: BuildResult['container'];
+  indexes: IndexUpdate[];
+  releaseAliases?: AliasUpdate[];
+  signatures?: SignatureResult[];
+  bytesUploaded: number;
+  blobsUploaded: number;
+  blobsSkipped: number;
 }
 
 /** What one build adds to a version index at most: its Garden Linux entry and its container entry. */
@@ -60,8 +85,9 @@ function skipped(reason: string, base?: string): BuildResult {
 }
 
 /**
- * Publishes the build whose metadata document is `key`. A build retracted on purpose is skipped, unless it is
- * published by hand (`byHand`): that restores it.
+ * Publishes the build whose metadata document is `key` to every destination of the context. A build retracted on
+ * purpose is skipped, unless it is published by hand (`byHand`): that restores it. With several destinations,
+ * each file is read once for all of them, and a destination that fails does not fail the others.
  */
 export async function publishBuild(ctx: PublishContext, key: string, options: { byHand?: boolean } = {}): Promise<BuildResult> {
   const base = baseFromMetadataKey(key);
@@ -74,9 +100,16 @@ export async function publishBuild(ctx: PublishContext, key: string, options: { 
   const parsed = parseMetadata(doc.bytes.toString('utf8'), base);
   if (parsed.kind === 'not-a-build') return skipped(parsed.reason, base);
   const build = parsed.build;
-  const retraction = await ctx.state.getRetraction(ctx.targets.main.id, build.name.version, base);
-  if (retraction && !options.byHand) {
-    return skipped(`${base} was retracted on ${retraction.retractedAt}; publish it by hand (action "publish") to restore it`, base);
+  const retractions = await Promise.all(ctx.destinations.map((d) => ctx.state.getRetraction(d.targets.main.id, build.name.version, base)));
+  const refusal = (r: { retractedAt: string }): string => `${base} was retracted on ${r.retractedAt}; publish it by hand (action "publish") to restore it`;
+  const wanted = ctx.destinations.filter((_, i) => !(retractions[i] && !options.byHand));
+  const passedOver: TargetResult[] = ctx.destinations.flatMap((d, i) => {
+    const r = retractions[i];
+    return r && !options.byHand ? [{ ...emptyTarget(d), outcome: 'skipped' as const, reason: refusal(r) }] : [];
+  });
+  if (wanted.length === 0) {
+    const first = retractions.find((r) => r !== undefined) as { retractedAt: string };
+    return { ...skipped(refusal(first), base), ...(ctx.destinations.length > 1 ? { targets: passedOver } : {}) };
   }
 
   const listing = new Map((await ctx.source.list(objectsPrefix(base))).map((o) => [o.key, o]));
@@ -89,7 +122,7 @@ export async function publishBuild(ctx: PublishContext, key: string, options: { 
 
   const stats = new TransferStats(log, files.reduce((n, f) => n + f.size, 0));
   try {
-    return await publishFiles(ctx, log, build, files, stats, doc.info.lastModified);
+    return await publishFiles(ctx, log, build, files, stats, doc.info.lastModified, wanted, passedOver);
   } finally {
     Object.assign(ctx.counters, {
       bytesUploaded: stats.bytesUploaded,
@@ -100,6 +133,25 @@ export async function publishBuild(ctx: PublishContext, key: string, options: { 
   }
 }
 
+function emptyTarget(d: Destination): TargetResult {
+  return { target: d.targets.main.display, outcome: 'unchanged', indexes: [], bytesUploaded: 0, blobsUploaded: 0, blobsSkipped: 0 };
+}
+
+/** What the blob phase gives the manifests: the layers, the feature set of the `.release`, the container image. */
+interface Blobs {
+  layers: ArtifactLayer[];
+  features?: string;
+  image?: ContainerFacts;
+}
+
+/** Where a build goes in one destination. */
+interface Places {
+  main: Target;
+  image: Target;
+  /** the repositories whose version index the build enters */
+  index: Target[];
+}
+
 async function publishFiles(
   ctx: PublishContext,
   log: Logger,
@@ -107,17 +159,106 @@ async function publishFiles(
   files: SourceFile[],
   stats: TransferStats,
   lastModified: Date | undefined,
+  wanted: readonly Destination[],
+  passedOver: readonly TargetResult[],
 ): Promise<BuildResult> {
   const base = build.name.base;
-  const transfer = new FileTransfer(ctx, stats, log);
-  const main = ctx.targets.main;
   const containerRepo = ctx.containerRepositories[build.name.flavor];
-  const imageTarget = containerRepo ? ctx.targets.repository(containerRepo) : main;
   const archiveName = `${base}.oci`;
   const archive = build.platform === 'container' ? files.find((f) => f.name === archiveName) : undefined;
-  const version = build.name.version;
+  const places = (targets: TargetSet, index: TargetSet): Places => ({
+    main: targets.main,
+    image: containerRepo ? targets.repository(containerRepo) : targets.main,
+    index: [index.main, ...(archive && containerRepo ? [index.repository(containerRepo)] : [])],
+  });
 
-  const indexTargets = [ctx.indexTargets.main, ...(archive && containerRepo ? [ctx.indexTargets.repository(containerRepo)] : [])];
+  const mirror = new Mirror(
+    wanted.map((d) => d.targets),
+    log,
+    () => ctx.deadline.signal.aborted,
+  );
+  let blobs: Blobs;
+  let before: Map<number, Array<IndexSnapshot | undefined>>;
+  try {
+    ({ blobs, before } = await readAndTransfer(ctx, log, build, files, stats, archive, containerRepo, mirror, wanted, places));
+  } catch (err) {
+    // Every destination failed: with several, each says why in its own result.
+    if (wanted.length === 1 || ctx.deadline.signal.aborted || mirror.live().length > 0) throw err;
+    blobs = { layers: [] };
+    before = new Map();
+  }
+
+  // 3.-5. Manifests, signatures, records, indexes and aliases: in each destination on its own.
+  const finishing = wanted.map(async (d, i): Promise<TargetResult> => {
+    const member = mirror.members[i] as MirrorMember;
+    if (member.failure !== undefined) throw member.failure;
+    const single = wanted.length === 1;
+    const moved = single ? stats : { blobsUploaded: member.counters.blobsUploaded, manifestsWritten: 0 };
+    const r = await finish(ctx, log, build, blobs, places(d.targets, d.indexTargets), containerRepo, before.get(i) ?? [], stats, moved, lastModified);
+    const counted = single ? { bytesUploaded: stats.bytesUploaded, blobsUploaded: stats.blobsUploaded, blobsSkipped: stats.blobsSkipped } : member.counters;
+    return { target: d.targets.main.display, ...r, ...counted };
+  });
+  if (wanted.length === 1 && passedOver.length === 0) {
+    const r = await (finishing[0] as Promise<TargetResult>);
+    return {
+      base,
+      outcome: r.outcome as BuildResult['outcome'],
+      ...pick(r),
+      bytesUploaded: stats.bytesUploaded,
+      bytesRead: stats.bytesRead,
+      blobsUploaded: stats.blobsUploaded,
+      blobsSkipped: stats.blobsSkipped,
+    };
+  }
+  const settled = await Promise.allSettled(finishing);
+  const targets: TargetResult[] = settled.map((s, i) => {
+    const d = wanted[i] as Destination;
+    if (s.status === 'fulfilled') return s.value;
+    if (ctx.deadline.signal.aborted) throw s.reason;
+    const err = s.reason as Error;
+    const code = errorCode(err);
+    return {
+      ...emptyTarget(d),
+      ...(mirror.members[i] as MirrorMember).counters,
+      outcome: 'failed',
+      error: describeError(err),
+      errorKind: err instanceof PublishError ? err.kind : 'internal',
+      ...(typeof code === 'string' ? { errorCode: code } : {}),
+      retryable: isRetryable(err),
+    };
+  });
+  targets.push(...passedOver);
+  const done = targets.filter((t) => t.outcome !== 'failed' && t.outcome !== 'skipped');
+  const first = done[0];
+  return {
+    base,
+    outcome: done.some((t) => t.outcome === 'published') ? 'published' : done.length > 0 ? 'unchanged' : 'skipped',
+    ...(first ? pick(first) : {}),
+    indexes: done.flatMap((t) => t.indexes),
+    ...(done.some((t) => t.releaseAliases) ? { releaseAliases: done.flatMap((t) => t.releaseAliases ?? []) } : {}),
+    ...(done.some((t) => t.signatures) ? { signatures: done.flatMap((t) => t.signatures ?? []) } : {}),
+    bytesUploaded: targets.reduce((n, t) => n + t.bytesUploaded, 0),
+    bytesRead: stats.bytesRead,
+    blobsUploaded: targets.reduce((n, t) => n + t.blobsUploaded, 0),
+    blobsSkipped: targets.reduce((n, t) => n + t.blobsSkipped, 0),
+    targets,
+  };
+}
+
+/** The checks of the version indexes, then 2., the blobs: with several destinations, one read for all. */
+async function readAndTransfer(
+  ctx: PublishContext,
+  log: Logger,
+  build: BuildMetadata,
+  files: SourceFile[],
+  stats: TransferStats,
+  archive: SourceFile | undefined,
+  containerRepo: string | undefined,
+  mirror: Mirror,
+  wanted: readonly Destination[],
+  places: (targets: TargetSet, index: TargetSet) => Places,
+): Promise<{ blobs: Blobs; before: Map<number, Array<IndexSnapshot | undefined>> }> {
+  const version = build.name.version;
   const checkIndex = async (t: Target): Promise<IndexSnapshot | undefined> => {
     // Also refuses early a tag that holds something other than an index.
     const current = await readVersionIndex(t, version);
@@ -127,30 +268,83 @@ async function publishFiles(
     return current;
   };
   // Independent reads, at once: each is a round trip to the registry or S3.
-  const [plan, indexesBefore] = await Promise.all([
-    archive ? inspectArchive(transfer, archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch }) : undefined,
-    Promise.all(indexTargets.map(checkIndex)),
+  const [indexesBefore] = await Promise.all([
+    mirror.each('reading the version index', (_m, i) => Promise.all(places((wanted[i] as Destination).targets, (wanted[i] as Destination).indexTargets).index.map(checkIndex))),
   ]);
+  const before = new Map(indexesBefore.map((r) => [r.index, r.value]));
   log.info('publishing build', {
     files: files.length,
     bytes: stats.totalBytes,
     container: archive !== undefined,
     ...(build.publishingGroup ? { publishingGroup: build.publishingGroup } : {}),
-    repository: main.display,
-    ...(archive ? { imageRepository: imageTarget.display } : {}),
+    repository: mirror.target().display,
+    ...(archive && containerRepo ? { imageRepository: mirror.target(containerRepo).display } : {}),
   });
 
-  // 2. Blobs, several at once.
-  let features: string | undefined;
-  let image: ContainerFacts | undefined;
-  const layers: ArtifactLayer[] = [];
+  // 2. Blobs, several at once, from one read for every destination.
+  const transfer = new FileTransfer(ctx, stats, log);
+  const blobs = await transferBlobs(transfer, log, build, files, archive, mirror, containerRepo);
+  // A destination that failed on the way for a reason that may pass (a registry's 503, a reset) gets one more
+  // round on its own: it reads again only what it still lacks.
+  const again = mirror.members.filter((m) => m.failure !== undefined && isRetryable(m.failure));
+  if (again.length > 0 && !ctx.deadline.signal.aborted) {
+    log.warn('a destination failed during the uploads; trying it once more', { targets: again.map((m) => m.targets.main.display) });
+    const retry = new Mirror(
+      again.map((m) => m.targets),
+      log,
+      () => ctx.deadline.signal.aborted,
+    );
+    try {
+      await transferBlobs(new FileTransfer(ctx, stats, log), log, build, files, archive, retry, containerRepo);
+    } catch {
+      // Each member's failure is on record in `retry`.
+    }
+    for (const [k, m] of again.entries()) {
+      const r = retry.members[k] as MirrorMember;
+      if (r.failure === undefined) delete m.failure;
+      else m.failure = r.failure;
+      m.counters.bytesUploaded += r.counters.bytesUploaded;
+      m.counters.blobsUploaded += r.counters.blobsUploaded;
+      m.counters.blobsSkipped += r.counters.blobsSkipped;
+    }
+  }
+
+  return { blobs, before };
+}
+
+/** The parts of a destination's result that a build's result carries as they are. */
+function pick(r: TargetResult): Pick<BuildResult, 'manifest' | 'container' | 'indexes' | 'releaseAliases' | 'signatures'> {
+  return {
+    indexes: r.indexes,
+    ...(r.manifest ? { manifest: r.manifest } : {}),
+    ...(r.container ? { container: r.container } : {}),
+    ...(r.releaseAliases ? { releaseAliases: r.releaseAliases } : {}),
+    ...(r.signatures ? { signatures: r.signatures } : {}),
+  };
+}
+
+/** 2. Every file to the mirror's destinations: the layers of the artifact manifest, and the container image. */
+async function transferBlobs(
+  transfer: FileTransfer,
+  log: Logger,
+  build: BuildMetadata,
+  files: readonly SourceFile[],
+  archive: SourceFile | undefined,
+  mirror: Mirror,
+  containerRepo: string | undefined,
+): Promise<Blobs> {
+  const base = build.name.base;
+  const main = mirror.target();
+  const imageTarget = containerRepo ? mirror.target(containerRepo) : main;
+  const plan = archive ? await inspectArchive(transfer, archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch }) : undefined;
+  const blobs: Blobs = { layers: [] };
   const addLayer = (title: string, blob: PublishedBlob): void => {
     let mediaType = mediaTypeForFile(title);
     if (mediaType === undefined) {
       log.warn('no media type is defined for this file; publishing it as application/octet-stream', { file: title });
       mediaType = UNKNOWN_MEDIA_TYPE;
     }
-    layers.push({ title, mediaType, digest: blob.digest, size: blob.size });
+    blobs.layers.push({ title, mediaType, digest: blob.digest, size: blob.size });
   };
   // Largest first: the long transfers start at once, the small files fill the remaining places around them.
   const bySize = [...files].sort((a, b) => b.size - a.size);
@@ -166,11 +360,11 @@ async function publishFiles(
   async function transferFile(file: SourceFile): Promise<void> {
     if (file.name === `${base}.release`) {
       const r = await transferReleaseFile(transfer, file, main);
-      features = r.features;
+      if (r.features !== undefined) blobs.features = r.features;
       addLayer(file.name, r.blob);
     } else if (archive && plan && file === archive) {
       const r = await transferArchive(transfer, file, plan, main, imageTarget);
-      image = r.image;
+      blobs.image = r.image;
       addLayer(file.name, r.archive);
     } else if (file.name.endsWith(PXE_BUNDLE_SUFFIX)) {
       const r = await transferPxeBundle(transfer, file, main);
@@ -181,35 +375,57 @@ async function publishFiles(
     }
   }
   await transfer.ensureBuffer(main, EMPTY_JSON, 'config blob {}');
+  return blobs;
+}
 
-  // 3. Manifests.
+/**
+ * 3.-5. in one destination: the manifests, their signatures, the records, the version indexes and the aliases.
+ * `moved` counts what this destination got (blobs, manifests) for its outcome.
+ */
+async function finish(
+  ctx: PublishContext,
+  log: Logger,
+  build: BuildMetadata,
+  blobs: Blobs,
+  where: Places,
+  containerRepo: string | undefined,
+  indexesBefore: ReadonlyArray<IndexSnapshot | undefined>,
+  stats: TransferStats,
+  moved: { blobsUploaded: number; manifestsWritten: number },
+  lastModified: Date | undefined,
+): Promise<Omit<TargetResult, 'target' | 'bytesUploaded' | 'blobsUploaded' | 'blobsSkipped'>> {
+  const base = build.name.base;
+  const version = build.name.version;
+  const { main, image: imageTarget } = where;
+  // Signature blobs are counted with the build's own; the destination's share is in `moved`.
+  const transfer = new FileTransfer(ctx, stats, log);
   ctx.deadline.ensure('pushing the manifests', MANIFESTS_MS);
-  const featureSet = features ?? build.modifiers.join(',');
-  if (features === undefined) log.warn('no GARDENLINUX_FEATURES in a .release file; using the metadata modifiers', { featureSet });
-  const manifest = buildArtifactManifest(build.name, featureSet, layers, ctx.imageSource);
-  const result: BuildResult = { base, outcome: 'unchanged', indexes: [], bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
+  const featureSet = blobs.features ?? build.modifiers.join(',');
+  if (blobs.features === undefined) log.warn('no GARDENLINUX_FEATURES in a .release file; using the metadata modifiers', { featureSet });
+  const manifest = buildArtifactManifest(build.name, featureSet, blobs.layers, ctx.imageSource);
+  const result: Omit<TargetResult, 'target' | 'bytesUploaded' | 'blobsUploaded' | 'blobsSkipped'> = { outcome: 'unchanged', indexes: [] };
   let containerEntry: Descriptor | undefined;
+  const image = blobs.image;
   if (image !== undefined) {
-    const img: ContainerFacts = image;
     // By digest for now: the tag goes to the newest build's image once the records are in (step 5).
-    await putIfDifferent(imageTarget, img.manifestBytes, img.manifest.digest, img.manifest.mediaType, img.manifest.digest, stats);
+    await putIfDifferent(imageTarget, image.manifestBytes, image.manifest.digest, image.manifest.mediaType, image.manifest.digest, moved);
     // Container entries carry no annotations: consumers tell them apart by the missing cname (spec §4).
-    containerEntry = { mediaType: img.manifest.mediaType, digest: img.manifest.digest, size: img.manifest.size, platform: img.platform };
+    containerEntry = { mediaType: image.manifest.mediaType, digest: image.manifest.digest, size: image.manifest.size, platform: image.platform };
   }
   const glTag = artifactManifestTag(build.name);
-  await putIfDifferent(main, manifest.bytes, manifest.digest, OCI_MANIFEST, glTag, stats);
+  await putIfDifferent(main, manifest.bytes, manifest.digest, OCI_MANIFEST, glTag, moved);
   result.manifest = { repository: main.display, tag: glTag, digest: manifest.digest };
 
   // Signatures before the records: no version index names an artifact manifest without its signature.
   if (ctx.signer) {
     result.signatures = [await ensureSignature(main, manifest.digest, ctx.signer, transfer, log)];
     if (image !== undefined && ctx.signContainerImages) {
-      result.signatures.push(await ensureSignature(imageTarget, (image as ContainerFacts).manifest.digest, ctx.signer, transfer, log));
+      result.signatures.push(await ensureSignature(imageTarget, image.manifest.digest, ctx.signer, transfer, log));
     }
   }
 
   // 4. Records, then 5. the version indexes. A retraction goes first: the build is wanted again.
-  for (const t of indexTargets) {
+  for (const t of where.index) {
     if (await ctx.state.getRetraction(t.id, version, base)) {
       log.info('publishing a retracted build by hand: it is restored', { repository: t.display, version });
       await ctx.state.deleteRetraction(t.id, version, base);
@@ -227,7 +443,7 @@ async function publishFiles(
     const { gardenlinux: _gl, ...rest } = record;
     await ctx.state.putRecord(imageTarget.id, version, { ...rest, container: containerEntry });
   }
-  for (const [i, t] of indexTargets.entries()) {
+  for (const [i, t] of where.index.entries()) {
     const known = indexesBefore[i];
     const platform = containerEntry && t.id === imageTarget.id ? containerEntry.platform : undefined;
     const own = { base, ...(platform ? { platform } : {}) };
@@ -252,19 +468,12 @@ async function publishFiles(
   }
 
   const changed =
-    stats.blobsUploaded > 0 ||
-    stats.manifestsWritten > 0 ||
+    moved.blobsUploaded > 0 ||
+    moved.manifestsWritten > 0 ||
     result.indexes.some((i) => i.changed) ||
     (result.signatures ?? []).some((s) => s.written) ||
     aliasesMoved(result.releaseAliases ?? []);
-  return {
-    ...result,
-    outcome: changed ? 'published' : 'unchanged',
-    bytesUploaded: stats.bytesUploaded,
-    bytesRead: stats.bytesRead,
-    blobsUploaded: stats.blobsUploaded,
-    blobsSkipped: stats.blobsSkipped,
-  };
+  return { ...result, outcome: changed ? 'published' : 'unchanged' };
 }
 
 /**
@@ -312,7 +521,7 @@ export function metadataBuildTime(source: ObjectStore): (cname: string) => Promi
   };
 }
 
-async function putIfDifferent(target: Target, bytes: Buffer, digest: string, mediaType: string, reference: string, stats: TransferStats): Promise<void> {
+async function putIfDifferent(target: Target, bytes: Buffer, digest: string, mediaType: string, reference: string, stats: { manifestsWritten: number }): Promise<void> {
   if ((await target.resolve(reference)) === digest) return;
   const stored = await target.putManifest(bytes, mediaType, reference);
   if (stored !== digest) throw new IntegrityError(`${target.display}:${reference} was stored with digest ${stored}, expected ${digest}`);

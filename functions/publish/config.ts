@@ -14,10 +14,18 @@ import { InputError } from '../util/errors';
 import type { LogLevel } from '../util/log';
 
 export interface Config {
+  /** the first (or only) destination of REGISTRY */
   target: TargetLocation;
+  /** every destination of REGISTRY (a comma-separated list), the first one first */
+  targets: TargetLocation[];
   credentials?: { username: string; password: string };
-  /** a Secrets Manager secret holding {"username","password"}: read at run time, never in the environment */
+  /**
+   * A Secrets Manager secret holding {"username","password"}, or, for several registries, {"<host>": {"username",
+   * "password"}, …}: read at run time, never in the environment
+   */
   credentialsSecret?: string;
+  /** a secret per registry host (REGISTRY_CREDENTIALS_SECRET as a JSON object of host → secret) */
+  credentialsSecrets?: Record<string, string>;
   /** where records live; undefined: the bucket of the event */
   stateBucket?: string;
   statePrefix: string;
@@ -52,6 +60,8 @@ export interface Config {
   signingKey?: string;
   /** sign the container image manifests too (cosign verify <repo>:<arch>-<version>) */
   signContainerImages: boolean;
+  /** an endpoint for Secrets Manager (AWS_ENDPOINT_URL_SECRETS_MANAGER) */
+  secretsEndpoint?: string;
   /** an endpoint for KMS (AWS_ENDPOINT_URL_KMS); a host in the key URI wins */
   kmsEndpoint?: string;
   /** the source repository named in every artifact manifest (IMAGE_SOURCE) */
@@ -111,13 +121,19 @@ const wholeNumber = (name: string, min: number, max: number) =>
     .min(min, `${name} must be at least ${min}`)
     .max(max, `${name} must be at most ${max}`);
 
+/** A Secrets Manager secret's name or ARN. */
+const SECRET_ID = /^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$/;
+
 const Env = z.object({
   REGISTRY: z.string({ message: 'REGISTRY is required (the CLI: -r, --registry)' }).min(1, 'REGISTRY is required (the CLI: -r, --registry)'),
   REGISTRY_USERNAME: z.string().min(1).optional(),
   REGISTRY_PASSWORD: z.string().min(1).optional(),
   REGISTRY_CREDENTIALS_SECRET: z
     .string()
-    .regex(/^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$/, 'REGISTRY_CREDENTIALS_SECRET must be a secret name or ARN')
+    .refine(
+      (v) => v.startsWith('{') || SECRET_ID.test(v),
+      'REGISTRY_CREDENTIALS_SECRET must be a secret name or ARN, or a JSON object of registry host to secret name or ARN',
+    )
     .optional(),
   STATE_BUCKET: z.string().regex(BUCKET_NAME, 'STATE_BUCKET must be an S3 bucket name').optional(),
   STATE_PREFIX: z
@@ -181,6 +197,10 @@ const Env = z.object({
     .min(1, 'VERIFY_PUBLIC_KEY must name a PEM file')
     .refine(notKeyText, 'VERIFY_PUBLIC_KEY must be the path of a PEM public key file, not the key itself')
     .optional(),
+  AWS_ENDPOINT_URL_SECRETS_MANAGER: z
+    .url({ message: 'AWS_ENDPOINT_URL_SECRETS_MANAGER must be a URL' })
+    .refine(withoutCredentials, 'AWS_ENDPOINT_URL_SECRETS_MANAGER must not contain credentials (user:password@): requests are signed with the AWS credentials')
+    .optional(),
   AWS_ENDPOINT_URL_KMS: z
     .url({ message: 'AWS_ENDPOINT_URL_KMS must be a URL' })
     .refine(withoutCredentials, 'AWS_ENDPOINT_URL_KMS must not contain credentials (user:password@): KMS requests are signed with the AWS credentials')
@@ -228,22 +248,55 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     fail(`${message}${name && !message.includes(name) ? ` (${name})` : ''}`, ...(name ? [name] : []));
   }
   const e = parsed.data;
-  let target: TargetLocation;
-  try {
-    target = parseTargetLocation(e.REGISTRY);
-  } catch (err) {
-    fail((err as Error).message, 'REGISTRY');
-  }
+  const entries = e.REGISTRY.split(',').map((v) => v.trim());
+  const targets: TargetLocation[] = entries.map((entry, i) => {
+    try {
+      if (entry === '') throw new Error('REGISTRY has an empty entry between commas');
+      return parseTargetLocation(entry);
+    } catch (err) {
+      // Entries are named by their place: the message of one never shows another.
+      return fail(entries.length > 1 ? `REGISTRY entry #${i + 1}: ${(err as Error).message}` : (err as Error).message, 'REGISTRY');
+    }
+  });
+  const target = targets[0] as TargetLocation;
+  const placeOf = (t: TargetLocation): string => (t.kind === 'registry' ? `${t.host}/${t.repository}` : `oci-layout:${t.dir}`);
+  const places = targets.map(placeOf);
+  const twice = places.findIndex((p, i) => places.indexOf(p) !== i);
+  if (twice >= 0) fail(`REGISTRY entry #${twice + 1} names the same destination as an earlier one`, 'REGISTRY');
+  const registryHosts = [...new Set(targets.flatMap((t) => (t.kind === 'registry' ? [t.host] : [])))];
   if ((e.REGISTRY_USERNAME === undefined) !== (e.REGISTRY_PASSWORD === undefined)) {
     fail('REGISTRY_USERNAME and REGISTRY_PASSWORD must be set together', 'REGISTRY_USERNAME', 'REGISTRY_PASSWORD');
   }
   if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && e.REGISTRY_USERNAME !== undefined) {
     fail('set either REGISTRY_CREDENTIALS_SECRET or REGISTRY_USERNAME/REGISTRY_PASSWORD, not both', 'REGISTRY_CREDENTIALS_SECRET');
   }
+  if (e.REGISTRY_USERNAME !== undefined && registryHosts.length > 1) {
+    // One password sent to several registries would hand each of them the others' credentials.
+    fail(
+      'REGISTRY_USERNAME/REGISTRY_PASSWORD serve one registry, and REGISTRY names several hosts: set REGISTRY_CREDENTIALS_SECRET to a JSON object of host to secret, or to one secret keyed by host',
+      'REGISTRY_USERNAME',
+      'REGISTRY_PASSWORD',
+    );
+  }
+  let credentialsSecrets: Record<string, string> | undefined;
+  if (e.REGISTRY_CREDENTIALS_SECRET?.startsWith('{')) {
+    let json: unknown;
+    try {
+      json = JSON.parse(e.REGISTRY_CREDENTIALS_SECRET);
+    } catch {
+      fail('REGISTRY_CREDENTIALS_SECRET starts with "{" but is not a JSON object of registry host to secret name or ARN', 'REGISTRY_CREDENTIALS_SECRET');
+    }
+    const map = z.record(z.string(), z.string().regex(SECRET_ID)).safeParse(json);
+    if (!map.success) fail('REGISTRY_CREDENTIALS_SECRET: expected a JSON object of registry host to secret name or ARN, such as {"ghcr.io":"gl/ghcr"}', 'REGISTRY_CREDENTIALS_SECRET');
+    const hosts = Object.keys(map.data);
+    const stray = hosts.findIndex((h) => !registryHosts.includes(h.toLowerCase()));
+    if (stray >= 0) fail(`REGISTRY_CREDENTIALS_SECRET: key #${stray + 1} is not the host of a registry in REGISTRY`, 'REGISTRY_CREDENTIALS_SECRET');
+    credentialsSecrets = Object.fromEntries(Object.entries(map.data).map(([h, v]) => [h.toLowerCase(), v]));
+  }
   if (e.SIGN_CONTAINER_IMAGES && e.SIGNING_KEY === undefined) {
     fail('SIGN_CONTAINER_IMAGES=true needs a SIGNING_KEY');
   }
-  if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && target.kind !== 'registry') {
+  if (e.REGISTRY_CREDENTIALS_SECRET !== undefined && registryHosts.length === 0) {
     fail('REGISTRY_CREDENTIALS_SECRET needs a registry REGISTRY, not an oci-layout', 'REGISTRY_CREDENTIALS_SECRET');
   }
   // Each large file read in ranges holds up to S3_READERS parts in memory, and BLOB_CONCURRENCY files move at once.
@@ -283,8 +336,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return {
     target,
+    targets,
     ...(e.REGISTRY_USERNAME && e.REGISTRY_PASSWORD ? { credentials: { username: e.REGISTRY_USERNAME, password: e.REGISTRY_PASSWORD } } : {}),
-    ...(e.REGISTRY_CREDENTIALS_SECRET ? { credentialsSecret: e.REGISTRY_CREDENTIALS_SECRET } : {}),
+    ...(credentialsSecrets ? { credentialsSecrets } : e.REGISTRY_CREDENTIALS_SECRET ? { credentialsSecret: e.REGISTRY_CREDENTIALS_SECRET } : {}),
     ...(e.STATE_BUCKET ? { stateBucket: e.STATE_BUCKET } : {}),
     statePrefix: e.STATE_PREFIX,
     containerRepositories,
@@ -309,6 +363,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     ...(e.VERIFY_PUBLIC_KEY ? { verifyPublicKey: e.VERIFY_PUBLIC_KEY } : {}),
     signContainerImages: e.SIGN_CONTAINER_IMAGES,
     ...(e.AWS_ENDPOINT_URL_KMS ? { kmsEndpoint: e.AWS_ENDPOINT_URL_KMS } : {}),
+    ...(e.AWS_ENDPOINT_URL_SECRETS_MANAGER ? { secretsEndpoint: e.AWS_ENDPOINT_URL_SECRETS_MANAGER } : {}),
     imageSource: e.IMAGE_SOURCE,
     aliasTemplates,
   };

@@ -41,6 +41,8 @@ export interface JobSummary {
   retracted?: Pick<RetractResult, 'repositories'>;
   /** what the verify action found */
   verify?: VerifyReport;
+  /** with several destinations (REGISTRY names more than one): the job's outcome in each */
+  targets?: Array<Partial<JobSummary> & { target: string; outcome: Outcome | 'failed' }>;
   bytesUploaded: number;
   bytesRead: number;
   blobsUploaded: number;
@@ -94,7 +96,78 @@ function buildTimesFrom(rt: Runtime, bucket: string | undefined): { buildTimeOf?
 /** A job is not started with less time than this left. */
 const MIN_JOB_MS = 5_000;
 
+/** Every destination of the configuration (REGISTRY may name several), the first one first. */
+export function destinationsOf(rt: Runtime): TargetSet[] {
+  return [rt.targets, ...(rt.moreTargets ?? [])];
+}
+
+/** The error of a job some of whose destinations failed: which, and why. */
+function failedDestinations(failed: ReadonlyArray<{ target: string; error?: string }>, of: number): string {
+  return `${failed.length} of ${of} destinations failed: ${failed.map((t) => `${t.target}: ${t.error ?? 'failed'}`).join('; ')}`;
+}
+
+/**
+ * Runs one job in every destination. A publication reads each file once for all of them (publish-build.ts); the
+ * other jobs run in each destination on its own, at once, and their summaries are joined: the job failed when one
+ * destination failed, and `targets` says what happened in each.
+ */
 export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: Deadline = Deadline.none()): Promise<JobSummary> {
+  const sets = destinationsOf(rt);
+  if (sets.length === 1 || job.kind === 'publish' || job.kind === 'invalid' || job.kind === 'ignore') return runIn(rt, job, logger, deadline);
+  const started = Date.now();
+  const parts = await Promise.all(sets.map((set) => runIn({ ...rt, targets: set, moreTargets: [] }, job, logger.child({ target: set.main.display }), deadline)));
+  return joinSummaries(
+    parts.map((p, i) => ({ ...p, target: (sets[i] as TargetSet).main.display })),
+    Date.now() - started,
+  );
+}
+
+function joinSummaries(parts: ReadonlyArray<JobSummary & { target: string }>, durationMs: number): JobSummary {
+  const first = parts[0] as JobSummary;
+  const failed = parts.filter((p) => p.outcome === 'failed');
+  const outcome: Outcome = failed.length > 0 ? 'failed' : parts.some((p) => p.outcome === 'published') ? 'published' : parts.every((p) => p.outcome === 'skipped') ? 'skipped' : 'unchanged';
+  const sum = (k: 'bytesUploaded' | 'bytesRead' | 'blobsUploaded' | 'blobsSkipped'): number => parts.reduce((n, p) => n + p[k], 0);
+  const joined = <T>(pick: (p: JobSummary) => T[] | undefined): T[] | undefined => (parts.some((p) => pick(p) !== undefined) ? parts.flatMap((p) => pick(p) ?? []) : undefined);
+  const indexes = joined((p) => p.indexes);
+  const releaseAliases = joined((p) => p.releaseAliases);
+  const retracted = joined((p) => p.retracted?.repositories);
+  const reports = parts.flatMap((p) => (p.verify ? [p.verify] : []));
+  const { durationMs: _d, targets: _t, error: _e, errorKind: _k, errorCode: _c, indexes: _i, releaseAliases: _r, retracted: _x, verify: _v, ...common } = first;
+  const firstFailure = failed[0];
+  return {
+    ...common,
+    outcome,
+    ...(firstFailure
+      ? {
+          error: failedDestinations(failed, parts.length),
+          ...(firstFailure.errorKind ? { errorKind: firstFailure.errorKind } : {}),
+          ...(firstFailure.errorCode ? { errorCode: firstFailure.errorCode } : {}),
+        }
+      : {}),
+    ...(indexes ? { indexes } : {}),
+    ...(releaseAliases ? { releaseAliases } : {}),
+    ...(retracted ? { retracted: { repositories: retracted } } : {}),
+    ...(reports.length > 0
+      ? {
+          verify: {
+            ...(reports[0] as VerifyReport),
+            ok: reports.every((r) => r.ok),
+            repositories: reports.flatMap((r) => r.repositories),
+            problems: reports.flatMap((r) => r.problems),
+            durationMs: Math.max(...reports.map((r) => r.durationMs)),
+          },
+        }
+      : {}),
+    bytesUploaded: sum('bytesUploaded'),
+    bytesRead: sum('bytesRead'),
+    blobsUploaded: sum('blobsUploaded'),
+    blobsSkipped: sum('blobsSkipped'),
+    durationMs,
+    targets: parts.map(({ job: _j, durationMs: _dd, messageId: _m, s3RequestId: _s, ...p }) => p),
+  };
+}
+
+async function runIn(rt: Runtime, job: Job, logger: Logger, deadline: Deadline): Promise<JobSummary> {
   const started = Date.now();
   const counters = { bytesUploaded: 0, bytesRead: 0, blobsUploaded: 0, blobsSkipped: 0 };
   const ids = { ...('messageId' in job && job.messageId ? { messageId: job.messageId } : {}) };
@@ -127,8 +200,10 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
             source,
             sourceName: job.bucket,
             state: stateFor(rt, job.bucket),
-            targets: rt.targets.forJob({ signal: deadline.signal, timeLeft: () => deadline.left() }),
-            indexTargets: indexTargets(rt, deadline),
+            destinations: destinationsOf(rt).map((set) => ({
+              targets: set.forJob({ signal: deadline.signal, timeLeft: () => deadline.left() }),
+              indexTargets: set.forJob({ signal: deadline.finalSignal, timeLeft: () => deadline.finalLeft() }),
+            })),
             containerRepositories: rt.config.containerRepositories,
             logger,
             blobConcurrency: rt.config.blobConcurrency,
@@ -145,8 +220,17 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
           job.key,
           { byHand: job.origin === 'manual' },
         );
-        const { outcome, ...rest } = r;
-        return done({ ...where, outcome, ...rest });
+        const { outcome, targets, ...rest } = r;
+        if (targets === undefined) return done({ ...where, outcome, ...rest });
+        const failed = targets.filter((t) => t.outcome === 'failed');
+        const first = failed[0];
+        return done({
+          ...where,
+          ...rest,
+          outcome: first ? 'failed' : outcome,
+          ...(first ? { error: failedDestinations(failed, targets.length), ...(first.errorKind ? { errorKind: first.errorKind } : {}), ...(first.errorCode ? { errorCode: first.errorCode } : {}) } : {}),
+          targets,
+        });
       }
       case 'reindex': {
         Object.assign(where, { version: job.version, ...(job.bucket ? { bucket: job.bucket } : {}) });

@@ -19,7 +19,10 @@ export interface Runtime {
   config: Config;
   /** the store for a bucket the event names (or the local directory standing in for every bucket) */
   storeFor(bucket: string): ObjectStore;
+  /** where jobs write: the first (or only) destination of REGISTRY */
   targets: TargetSet;
+  /** the other destinations of REGISTRY, when it names several */
+  moreTargets?: TargetSet[];
   /** the signing key, opened once per cold start (openSigning) */
   signer?: Signer;
   /** the key `verify` checks signatures against: VERIFY_PUBLIC_KEY, else the signing key's */
@@ -29,17 +32,23 @@ export interface Runtime {
 }
 
 /**
- * Where the registry credentials come from: the secret when one is named, else the environment, else for an
- * ECR registry the function role (ecr:GetAuthorizationToken), else none.
+ * Where the credentials of a registry host come from: its own secret (REGISTRY_CREDENTIALS_SECRET as a map of host to
+ * secret), else the one secret, else the environment, else for an ECR registry the function role
+ * (ecr:GetAuthorizationToken), else none. With several registry hosts the one secret must be keyed by host, and an
+ * ECR host uses the role: no host is ever sent another host's credentials.
  */
 export function credentialSource(config: Config, host: string): CredentialSource {
-  if (config.credentialsSecret) {
+  const hosts = new Set(config.targets.flatMap((t) => (t.kind === 'registry' ? [t.host] : [])));
+  const ecr = ecrRegistry(host);
+  const secret = config.credentialsSecrets?.[host] ?? (hosts.size > 1 && ecr ? undefined : config.credentialsSecret);
+  if (secret) {
     // An ARN names its region; a plain name is looked up in the function's region.
-    const region = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):/.exec(config.credentialsSecret)?.[1] ?? config.s3.region;
-    return secretCredentials(new SecretsManagerClient(region ? { region } : {}), config.credentialsSecret);
+    const region = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):/.exec(secret)?.[1] ?? config.s3.region;
+    const shared = config.credentialsSecrets === undefined && hosts.size > 1;
+    const client = new SecretsManagerClient({ ...(region ? { region } : {}), ...(config.secretsEndpoint ? { endpoint: config.secretsEndpoint } : {}) });
+    return secretCredentials(client, secret, { ...(shared ? { host } : {}) });
   }
   if (config.credentials) return staticCredentials(config.credentials);
-  const ecr = ecrRegistry(host);
   if (ecr) return ecrCredentials(new ECRClient({ region: ecr.region }), ecr.accountId);
   return staticCredentials(undefined);
 }
@@ -62,12 +71,13 @@ export function createTargetSet(location: TargetLocation, config: Config, logger
 }
 
 export function createRuntime(config: Config, logger: Logger): Runtime {
-  const targets = createTargetSet(config.target, config, logger);
+  const [targets, ...moreTargets] = config.targets.map((location) => createTargetSet(location, config, logger)) as [TargetSet, ...TargetSet[]];
   const local = config.sourceDir ? new DirectoryStore(config.sourceDir) : undefined;
   const stores = new Map<string, ObjectStore>();
   return {
     config,
     targets,
+    ...(moreTargets.length > 0 ? { moreTargets } : {}),
     storeFor(bucket) {
       if (local) return local;
       let store = stores.get(bucket);

@@ -61,9 +61,15 @@ const SecretShape = z.object({ username: z.string().min(1), password: z.string()
 /** Secret values are re-read this often, so a rotation reaches warm Lambdas without a redeploy. */
 const SECRET_TTL_MS = 15 * 60 * 1000;
 
-export function secretCredentials(client: SecretsManagerClient, secretId: string, now: () => number = Date.now): CredentialSource {
+/**
+ * The credentials in a secret: {"username","password"}, or with `host` (the secret serves several registries) the
+ * entry of that host in {"<host>": {"username","password"}, …}.
+ */
+export function secretCredentials(client: SecretsManagerClient, secretId: string, options: { host?: string; now?: () => number } = {}): CredentialSource {
+  const now = options.now ?? Date.now;
+  const host = options.host;
   return cached(
-    `the secret ${secretId}`,
+    host ? `the secret ${secretId} (${host})` : `the secret ${secretId}`,
     async () => {
       let value: string | undefined;
       try {
@@ -77,9 +83,27 @@ export function secretCredentials(client: SecretsManagerClient, secretId: string
       } catch {
         json = undefined;
       }
+      if (host !== undefined) {
+        // The message says what is wrong with the shape, never what the secret holds.
+        const entry = z.record(z.string(), z.unknown()).safeParse(json);
+        if (!entry.success) throw new RegistryError(`the secret ${secretId} is not JSON of the form {"<host>": {"username": "…", "password": "…"}, …}`, { code: 'CREDENTIALS' });
+        const key = Object.keys(entry.data).find((k) => k.toLowerCase() === host);
+        if (key === undefined) {
+          const flat = SecretShape.safeParse(json).success;
+          throw new RegistryError(
+            flat
+              ? `the secret ${secretId} holds one username and password, and REGISTRY names several registries: key its credentials by host, {"${host}": {"username": "…", "password": "…"}, …}`
+              : `the secret ${secretId} holds no credentials for ${host} (expected {"${host}": {"username": "…", "password": "…"}, …})`,
+            { code: 'CREDENTIALS' },
+          );
+        }
+        json = entry.data[key];
+      }
       const parsed = SecretShape.safeParse(json);
       // The message says what is wrong with the shape, never what the secret holds.
-      if (!parsed.success) throw new RegistryError(`the secret ${secretId} is not JSON of the form {"username": "…", "password": "…"}`, { code: 'CREDENTIALS' });
+      if (!parsed.success) {
+        throw new RegistryError(`the secret ${secretId} is not JSON of the form ${host ? `{"${host}": {"username": "…", "password": "…"}}` : '{"username": "…", "password": "…"}'}`, { code: 'CREDENTIALS' });
+      }
       return { credentials: parsed.data, expiresAt: now() + SECRET_TTL_MS };
     },
     now,

@@ -80,7 +80,7 @@ class Sha256 {
   }
 }
 
-function body(req: IncomingMessage): Promise<Buffer> {
+export function body(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -90,26 +90,26 @@ function body(req: IncomingMessage): Promise<Buffer> {
 }
 
 /** Signs the request again with the test credentials and compares: the SDK's SigV4 must be exact. */
-async function signatureValid(req: IncomingMessage, bytes: Buffer, port: number): Promise<boolean> {
+export async function signatureValid(req: IncomingMessage, bytes: Buffer, port: number, service = 'kms'): Promise<boolean> {
   const auth = req.headers.authorization ?? '';
-  const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/kms\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/.exec(auth);
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([a-z]+)\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/.exec(auth);
   const amzDate = req.headers['x-amz-date'];
-  if (!m || typeof amzDate !== 'string' || m[1] !== TEST_CREDENTIALS.accessKeyId) return false;
-  const signedHeaders = (m[4] as string).split(';');
+  if (!m || typeof amzDate !== 'string' || m[1] !== TEST_CREDENTIALS.accessKeyId || m[4] !== service) return false;
+  const signedHeaders = (m[5] as string).split(';');
   const headers: Record<string, string> = {};
   for (const h of signedHeaders) {
     const v = req.headers[h];
     if (v === undefined) return false;
     headers[h] = Array.isArray(v) ? v.join(',') : v;
   }
-  const signer = new SignatureV4({ service: 'kms', region: m[3] as string, credentials: TEST_CREDENTIALS, sha256: Sha256 });
+  const signer = new SignatureV4({ service, region: m[3] as string, credentials: TEST_CREDENTIALS, sha256: Sha256 });
   const date = new Date(amzDate.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z'));
   const signed = await signer.sign(
     { method: req.method ?? 'POST', protocol: 'http:', hostname: '127.0.0.1', port, path: req.url ?? '/', query: {}, headers, body: bytes },
     { signingDate: date, unsignableHeaders: new Set(Object.keys(req.headers).filter((h) => !signedHeaders.includes(h))) },
   );
   const again = /Signature=([0-9a-f]{64})/.exec(String(signed.headers.authorization ?? signed.headers.Authorization ?? ''))?.[1];
-  return again === m[5];
+  return again === m[6];
 }
 
 export async function startKms(): Promise<TestKms> {

@@ -27,6 +27,7 @@ describe('loadConfig: defaults', () => {
     const config = loadConfig({ REGISTRY });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' },
+      targets: [{ kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' }],
       statePrefix: 'oci-publisher/',
       containerRepositories: {},
       s3: { forcePathStyle: false },
@@ -87,6 +88,7 @@ describe('loadConfig: defaults', () => {
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl/nightly' },
+      targets: [{ kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl/nightly' }],
       credentials: { username: 'robot', password: 's3cret' },
       stateBucket: 'gl-state.bucket',
       statePrefix: 'publisher/state/',
@@ -140,6 +142,7 @@ describe('loadConfig: defaults', () => {
     });
     assert.deepEqual(config, {
       target: { kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' },
+      targets: [{ kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' }],
       statePrefix: 'oci-publisher/',
       containerRepositories: {},
       s3: { forcePathStyle: false },

@@ -23,7 +23,7 @@ describe('credentials from a Secrets Manager secret', () => {
   it('reads {username, password} from the secret and keeps it for 15 minutes', async () => {
     sm.on(GetSecretValueCommand, { SecretId: 'gl/registry' }).resolves(secret('robot', 'pw-1'));
     let now = 1_000_000;
-    const source = secretCredentials(new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry', () => now);
+    const source = secretCredentials(new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry', { now: () => now });
     assert.deepEqual(await source.get(), { username: 'robot', password: 'pw-1' });
     now += 14 * 60 * 1000;
     await source.get();
