@@ -251,7 +251,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const entries = e.REGISTRY.split(',').map((v) => v.trim());
   const targets: TargetLocation[] = entries.map((entry, i) => {
     try {
-      if (entry === '') throw new Error('REGISTRY has an empty entry between commas');
+      if (entry === '') throw new Error('it is empty (two commas in a row, or one at an end)');
       return parseTargetLocation(entry);
     } catch (err) {
       // Entries are named by their place: the message of one never shows another.

@@ -9,7 +9,7 @@ import { describeError } from '../util/errors';
 import { Logger } from '../util/log';
 import { loadConfig, type Config } from './config';
 import { normaliseEvent } from './events';
-import { metricsRecord } from './metrics';
+import { metricsRecords } from './metrics';
 import type { TransferObserver } from '../orchestration/context';
 import type { VerifyReport } from '../orchestration/verify-release';
 import { runJob, type JobSummary } from './run-job';
@@ -116,7 +116,7 @@ export function createHandler(options: HandlerOptions = {}) {
         else if (summary.verify) logVerify(jobLog, summary.verify);
         else jobLog.info(summary.outcome === 'skipped' ? 'job skipped' : 'job finished', fields);
         // A check is not a publication: it counts in no publication metric.
-        if (!summary.verify) jobLog.raw(metricsRecord(summary));
+        if (!summary.verify) for (const line of metricsRecords(summary, rt.targets.main.display)) jobLog.raw(line);
       }
     } finally {
       deadline.dispose();

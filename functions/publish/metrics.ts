@@ -1,6 +1,8 @@
 /**
  * CloudWatch metrics in the embedded metric format: one line per job on stdout, which CloudWatch Logs turns into
- * metrics without any API call from the function. Namespace `GardenLinuxOciPublisher`, dimension `Service`.
+ * metrics without any API call from the function. Namespace `GardenLinuxOciPublisher`, dimension `Service`; and one
+ * line per destination with the dimensions `Service` and `Target` (the destination's repository), so a registry that
+ * fails while the others publish shows on its own.
  */
 import type { JobSummary } from './run-job';
 
@@ -17,25 +19,50 @@ const METRICS = [
   ['Duration', 'Milliseconds'],
 ] as const;
 
-export function metricsRecord(summary: JobSummary, now: number = Date.now()): Record<string, unknown> {
-  const values: Record<(typeof METRICS)[number][0], number> = {
-    Published: summary.outcome === 'published' ? 1 : 0,
-    Unchanged: summary.outcome === 'unchanged' ? 1 : 0,
-    Skipped: summary.outcome === 'skipped' ? 1 : 0,
-    Failed: summary.outcome === 'failed' ? 1 : 0,
-    BytesUploaded: summary.bytesUploaded,
-    BlobsUploaded: summary.blobsUploaded,
-    Duration: summary.durationMs,
+type Values = Record<(typeof METRICS)[number][0], number>;
+
+function values(s: Pick<JobSummary, 'outcome' | 'bytesUploaded' | 'blobsUploaded'>, durationMs: number): Values {
+  return {
+    Published: s.outcome === 'published' ? 1 : 0,
+    Unchanged: s.outcome === 'unchanged' ? 1 : 0,
+    Skipped: s.outcome === 'skipped' ? 1 : 0,
+    Failed: s.outcome === 'failed' ? 1 : 0,
+    BytesUploaded: s.bytesUploaded,
+    BlobsUploaded: s.blobsUploaded,
+    Duration: durationMs,
   };
+}
+
+function record(dimensions: string[], now: number, fields: Record<string, unknown>, v: Values, summary: JobSummary): Record<string, unknown> {
   return {
     _aws: {
       Timestamp: now,
-      CloudWatchMetrics: [{ Namespace: METRICS_NAMESPACE, Dimensions: [['Service']], Metrics: METRICS.map(([Name, Unit]) => ({ Name, Unit })) }],
+      CloudWatchMetrics: [{ Namespace: METRICS_NAMESPACE, Dimensions: [dimensions], Metrics: METRICS.map(([Name, Unit]) => ({ Name, Unit })) }],
     },
     Service: SERVICE,
-    ...values,
+    ...fields,
+    ...v,
     // Searchable in Logs Insights, not dimensions (which would multiply the metrics).
     job: summary.job,
     ...(summary.base ? { base: summary.base } : {}),
   };
+}
+
+/** The job's line, by `Service`. */
+export function metricsRecord(summary: JobSummary, now: number = Date.now()): Record<string, unknown> {
+  return record(['Service'], now, {}, values(summary, summary.durationMs), summary);
+}
+
+/**
+ * The job's line, then one per destination by `Service` and `Target`: each destination's outcome and uploads (a job
+ * to one destination has one, named `target`).
+ */
+export function metricsRecords(summary: JobSummary, target: string, now: number = Date.now()): Array<Record<string, unknown>> {
+  const parts = summary.targets ?? [{ ...summary, target }];
+  return [
+    metricsRecord(summary, now),
+    ...parts.map((t) =>
+      record(['Service', 'Target'], now, { Target: t.target }, values({ outcome: t.outcome, bytesUploaded: t.bytesUploaded ?? 0, blobsUploaded: t.blobsUploaded ?? 0 }, summary.durationMs), summary),
+    ),
+  ];
 }

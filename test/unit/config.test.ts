@@ -225,6 +225,30 @@ describe('loadConfig: REGISTRY', () => {
   });
 });
 
+describe('loadConfig: several destinations', () => {
+  it('REGISTRY takes a comma-separated list, the first one first, layouts mixed in', () => {
+    const c = loadConfig({ REGISTRY: 'ghcr.io/gardenlinux/gardenlinux, http://127.0.0.1:5000/gl ,oci-layout:/tmp/out' });
+    assert.deepEqual(c.targets, [
+      { kind: 'registry', scheme: 'https', host: 'ghcr.io', repository: 'gardenlinux/gardenlinux' },
+      { kind: 'registry', scheme: 'http', host: '127.0.0.1:5000', repository: 'gl' },
+      { kind: 'oci-layout', dir: '/tmp/out' },
+    ]);
+    assert.deepEqual(c.target, c.targets[0]);
+  });
+
+  it('REGISTRY_CREDENTIALS_SECRET as a JSON object gives each host its own secret', () => {
+    const c = loadConfig({ REGISTRY: 'ghcr.io/gl,quay.io/gl', REGISTRY_CREDENTIALS_SECRET: '{"GHCR.io":"gl/ghcr","quay.io":"arn:aws:secretsmanager:eu-central-1:123456789012:secret:gl/quay"}' });
+    assert.deepEqual(c.credentialsSecrets, { 'ghcr.io': 'gl/ghcr', 'quay.io': 'arn:aws:secretsmanager:eu-central-1:123456789012:secret:gl/quay' });
+    assert.equal(c.credentialsSecret, undefined);
+  });
+
+  it('one secret name serves several hosts (its value keyed by host); static credentials serve one host with layouts', () => {
+    assert.equal(loadConfig({ REGISTRY: 'ghcr.io/gl,quay.io/gl', REGISTRY_CREDENTIALS_SECRET: 'gl/registries' }).credentialsSecret, 'gl/registries');
+    assert.ok(loadConfig({ REGISTRY: 'ghcr.io/gl,oci-layout:/tmp/x', REGISTRY_USERNAME: 'u', REGISTRY_PASSWORD: 'p' }).credentials);
+    assert.ok(loadConfig({ REGISTRY: 'ghcr.io/gl,ghcr.io/gl2', REGISTRY_USERNAME: 'u', REGISTRY_PASSWORD: 'p' }).credentials, 'two repositories of one host');
+  });
+});
+
 describe('loadConfig: credentials', () => {
   it('come as a pair', () => {
     const config = loadConfig({ REGISTRY, REGISTRY_USERNAME: 'user', REGISTRY_PASSWORD: 'pass' });
@@ -476,6 +500,16 @@ describe('loadConfig: no error message repeats a configured value (issue 19)', (
     { title: 'REGISTRY without a repository (a password pasted into it)', env: { REGISTRY: MARKER }, names: ['REGISTRY'], expected: /names no repository; expected/, secret: MARKER },
     { title: 'REGISTRY with a bad host', env: { REGISTRY: `${marker}_x/gl` }, names: ['REGISTRY'], expected: /host .*is not a host name with an optional port/, secret: marker },
     { title: 'REGISTRY with a bad repository', env: { REGISTRY: `ghcr.io/${MARKER}` }, names: ['REGISTRY'], expected: /repository .*is not a repository path \(lowercase/, secret: MARKER },
+    { title: 'REGISTRY with an empty entry', env: { REGISTRY: 'ghcr.io/gl,,quay.io/gl' }, names: ['REGISTRY'], expected: /REGISTRY entry #2: it is empty/ },
+    { title: 'REGISTRY with user:password@ in its second entry', env: { REGISTRY: `ghcr.io/gl,https://robot:${MARKER}@quay.io/gl` }, names: ['REGISTRY'], expected: /REGISTRY entry #2: REGISTRY must not contain credentials/, secret: MARKER },
+    { title: 'REGISTRY with a bad repository in its third entry', env: { REGISTRY: `ghcr.io/gl,quay.io/gl,oci-layout:/tmp/${marker},ghcr.io/${MARKER}` }, names: ['REGISTRY'], expected: /REGISTRY entry #4: REGISTRY: its repository/, secret: MARKER },
+    { title: 'REGISTRY naming one destination twice', env: { REGISTRY: `ghcr.io/gl,quay.io/gl,https://ghcr.io/gl` }, names: ['REGISTRY'], expected: /entry #3 names the same destination as an earlier one/ },
+    { title: 'REGISTRY_USERNAME/PASSWORD with two registry hosts', env: { REGISTRY: 'ghcr.io/gl,quay.io/gl', REGISTRY_USERNAME: 'robot', REGISTRY_PASSWORD: MARKER }, names: ['REGISTRY_USERNAME', 'REGISTRY_PASSWORD', 'REGISTRY_CREDENTIALS_SECRET'], expected: /serve one registry, and REGISTRY names several hosts/, secret: MARKER },
+    { title: 'REGISTRY_CREDENTIALS_SECRET starting with "{" that is no JSON', env: { REGISTRY, REGISTRY_CREDENTIALS_SECRET: `{${MARKER}` }, names: ['REGISTRY_CREDENTIALS_SECRET'], expected: /is not a JSON object of registry host to secret name or ARN/, secret: MARKER },
+    { title: 'REGISTRY_CREDENTIALS_SECRET mapping a host to no secret name', env: { REGISTRY, REGISTRY_CREDENTIALS_SECRET: `{"ghcr.io":"${MARKER} x"}` }, names: ['REGISTRY_CREDENTIALS_SECRET'], expected: /expected a JSON object of registry host to secret name or ARN, such as/, secret: MARKER },
+    { title: 'REGISTRY_CREDENTIALS_SECRET mapping a host REGISTRY does not name', env: { REGISTRY, REGISTRY_CREDENTIALS_SECRET: `{"ghcr.io":"gl/a","${marker}.example.com":"gl/b"}` }, names: ['REGISTRY_CREDENTIALS_SECRET'], expected: /key #2 is not the host of a registry in REGISTRY/, secret: marker },
+    { title: 'AWS_ENDPOINT_URL_SECRETS_MANAGER that is no URL', env: { REGISTRY, AWS_ENDPOINT_URL_SECRETS_MANAGER: MARKER }, names: ['AWS_ENDPOINT_URL_SECRETS_MANAGER'], expected: /must be a URL/, secret: MARKER },
+    { title: 'AWS_ENDPOINT_URL_SECRETS_MANAGER with user:password@', env: { REGISTRY, AWS_ENDPOINT_URL_SECRETS_MANAGER: `http://robot:${MARKER}@127.0.0.1:4566` }, names: ['AWS_ENDPOINT_URL_SECRETS_MANAGER'], expected: /must not contain credentials \(user:password@\)/, secret: MARKER },
     { title: 'REGISTRY_USERNAME without REGISTRY_PASSWORD', env: { REGISTRY, REGISTRY_USERNAME: MARKER }, names: ['REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /must be set together/, secret: MARKER },
     { title: 'REGISTRY_PASSWORD without REGISTRY_USERNAME', env: { REGISTRY, REGISTRY_PASSWORD: MARKER }, names: ['REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /must be set together/, secret: MARKER },
     { title: 'REGISTRY_PASSWORD holding a PEM private key without REGISTRY_USERNAME', env: { REGISTRY, REGISTRY_PASSWORD: PEM }, names: ['REGISTRY_USERNAME', 'REGISTRY_PASSWORD'], expected: /must be set together/, secret: PEM, looksLike: /PEM private key/ },

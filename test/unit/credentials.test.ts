@@ -125,3 +125,37 @@ describe('which source the runtime uses', () => {
     assert.equal(await none.get(), undefined);
   });
 });
+
+describe('credentials of several registries (issue 20)', () => {
+  it('each host gets its own secret, or its own entry of one secret; an ECR host keeps the role', async () => {
+    sm.on(GetSecretValueCommand, { SecretId: 'gl/ghcr' }).resolves(secret('ghcr-robot', 'pw-g'));
+    sm.on(GetSecretValueCommand, { SecretId: 'gl/both' }).resolves({ SecretString: JSON.stringify({ 'ghcr.io': { username: 'g', password: 'pw-g' }, 'QUAY.io': { username: 'q', password: 'pw-q' } }) });
+    ecr.on(GetAuthorizationTokenCommand).resolves({ authorizationData: [{ authorizationToken: Buffer.from('AWS:from-ecr').toString('base64') }] });
+    const ecrHost = '123456789012.dkr.ecr.eu-central-1.amazonaws.com';
+    const perHost = loadConfig({ REGISTRY: `ghcr.io/gl,${ecrHost}/gl`, REGISTRY_CREDENTIALS_SECRET: '{"ghcr.io":"gl/ghcr"}' });
+    assert.equal((await credentialSource(perHost, 'ghcr.io').get())?.username, 'ghcr-robot');
+    assert.equal((await credentialSource(perHost, ecrHost).get())?.password, 'from-ecr', 'a host without a secret: ECR by the role');
+    const keyed = loadConfig({ REGISTRY: `ghcr.io/gl,quay.io/gl,${ecrHost}/gl`, REGISTRY_CREDENTIALS_SECRET: 'gl/both' });
+    assert.equal((await credentialSource(keyed, 'ghcr.io').get())?.username, 'g');
+    assert.equal((await credentialSource(keyed, 'quay.io').get())?.username, 'q', 'host keys match without regard to case');
+    assert.equal((await credentialSource(keyed, ecrHost).get())?.password, 'from-ecr', 'the shared secret is not sent to ECR');
+  });
+
+  it('a flat secret for several hosts, or a keyed one without the host, is refused without showing what it holds', async () => {
+    sm.on(GetSecretValueCommand, { SecretId: 'gl/flat' }).resolves(secret('robot', 'pw-flat-secret'));
+    sm.on(GetSecretValueCommand, { SecretId: 'gl/other' }).resolves({ SecretString: JSON.stringify({ 'docker.io': { username: 'd', password: 'pw-other-secret' } }) });
+    const flat = loadConfig({ REGISTRY: 'ghcr.io/gl,quay.io/gl', REGISTRY_CREDENTIALS_SECRET: 'gl/flat' });
+    await assert.rejects(credentialSource(flat, 'ghcr.io').get(), (err: Error) => {
+      assert.ok(err instanceof RegistryError);
+      assert.match(err.message, /holds one username and password, and REGISTRY names several registries: key its credentials by host, \{"ghcr\.io"/);
+      assert.doesNotMatch(err.message, /pw-flat-secret|robot/);
+      return true;
+    });
+    const other = loadConfig({ REGISTRY: 'ghcr.io/gl,quay.io/gl', REGISTRY_CREDENTIALS_SECRET: 'gl/other' });
+    await assert.rejects(credentialSource(other, 'quay.io').get(), (err: Error) => {
+      assert.match(err.message, /the secret gl\/other holds no credentials for quay\.io/);
+      assert.doesNotMatch(err.message, /pw-other-secret|docker\.io/);
+      return true;
+    });
+  });
+});

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import YAML from 'yaml';
-import { metricsRecord } from '../../functions/publish/metrics';
+import { metricsRecord, metricsRecords } from '../../functions/publish/metrics';
 import type { JobSummary } from '../../functions/publish/run-job';
 
 interface Template {
@@ -42,8 +42,13 @@ function split(line: MetricLine): { namespace: string; name: string; dimensions:
   return { namespace, name, dimensions, options };
 }
 
+/** What the code writes per destination: the dimension set and the value of Service (from a job to two). */
+const perTarget = metricsRecords({ ...summary, targets: [{ target: 'a/gl', outcome: 'published' }, { target: 'b/gl', outcome: 'failed' }] }, 'a/gl').slice(1) as Array<typeof record>;
+
 const metricWidgets = widgets.filter((w) => w.type === 'metric');
-const lines = metricWidgets.flatMap((w) => (w.properties.metrics ?? []).map((l) => ({ widget: w, ...split(l) })));
+const isExpression = (l: MetricLine): boolean => typeof l[0] === 'object';
+const lines = metricWidgets.flatMap((w) => (w.properties.metrics ?? []).filter((l) => !isExpression(l)).map((l) => ({ widget: w, ...split(l) })));
+const searches = metricWidgets.flatMap((w) => (w.properties.metrics ?? []).filter(isExpression).map((l) => ({ widget: w, expression: (l[0] as unknown as { expression: string }).expression })));
 
 describe('the CloudWatch dashboard (infra/failure-queue-and-alarms.yml)', () => {
   it('refers only to parameters, pseudo-parameters and resources of its stack', () => {
@@ -68,6 +73,23 @@ describe('the CloudWatch dashboard (infra/failure-queue-and-alarms.yml)', () => 
     }
     const alarm = template.Resources.FailureQueueDepthAlarm?.Properties as { Namespace: string; MetricName: string };
     assert.deepEqual([alarm.Namespace, alarm.MetricName], ['AWS/SQS', 'ApproximateNumberOfMessagesVisible']);
+  });
+
+  it('shows failures and bytes by destination from searches over metrics the code emits per destination', () => {
+    assert.deepEqual(new Set(perTarget.map((r) => r.Target)), new Set(['a/gl', 'b/gl']), 'one line per destination');
+    const emittedPerTarget = perTarget[0]?._aws.CloudWatchMetrics[0] as { Namespace: string; Dimensions: string[][]; Metrics: Array<{ Name: string }> };
+    const shown = new Set<string>();
+    for (const { widget, expression } of searches) {
+      const m = /^SEARCH\('\{([^}]+)\} Service="([^"]+)" MetricName="(\w+)"', 'Sum', (\d+)\)$/.exec(expression);
+      assert.ok(m, `${widget.properties.title}: ${expression}`);
+      const [namespace, ...dimensions] = (m[1] as string).split(',');
+      assert.equal(namespace, emittedPerTarget.Namespace);
+      assert.ok(emittedPerTarget.Dimensions.some((set) => JSON.stringify(set) === JSON.stringify(dimensions)), `${widget.properties.title}: dimensions ${dimensions.join(',')}`);
+      assert.equal(m[2], perTarget[0]?.Service);
+      assert.ok(emittedPerTarget.Metrics.some((x) => x.Name === m[3]), `${m[3]} is emitted per destination`);
+      shown.add(m[3] as string);
+    }
+    assert.deepEqual([...shown].sort(), ['BytesUploaded', 'Failed']);
   });
 
   it('shows publications by outcome, bytes uploaded and duration p50/p95, per hour and per day', () => {
