@@ -88,6 +88,10 @@ export function formatSummary(j: JobSummary): string {
   if (aliases.length > 0) row('aliases', `${aliases.join(' ')}  (* moved now)`);
   if (j.aliases) row('tags', j.aliases.tags.map((t) => `${t.tag}${t.changed ? '*' : ''}`).join(' '));
   if (j.retracted) row('retracted', j.retracted.repositories.join(', '));
+  for (const t of j.targets ?? []) {
+    const moved = t.bytesUploaded === undefined ? '' : `, ${bytes(t.bytesUploaded)} uploaded`;
+    row('target', `${t.target}  ${t.outcome}${moved}${t.error ? `: ${t.error}` : t.reason ? `: ${t.reason}` : ''}`);
+  }
   if (j.job === 'publish' && j.outcome !== 'skipped' && (j.outcome !== 'failed' || j.bytesRead > 0)) {
     row('moved', `${bytes(j.bytesUploaded)} uploaded in ${j.blobsUploaded} blobs, ${j.blobsSkipped} already there; ${bytes(j.bytesRead)} read`);
   }

@@ -101,6 +101,22 @@ describe('gl-oci-publish (CLI)', () => {
     assert.ok(r.stderr.split('\n').filter(Boolean).every((l) => JSON.parse(l) !== undefined));
   });
 
+  it('publishes to two destinations at once, and reports each (issue 20)', async () => {
+    const [one, two] = [join(dir, 'first'), join(dir, 'second')];
+    const r = await cli(['-r', `oci-layout:${one},oci-layout:${two}`, 'publish', builds[1]?.base ?? '', '--dir', bucketDir]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = parse(r.stdout) as { jobs: Array<{ outcome: string; targets?: Array<{ target: string; outcome: string }> }> };
+    assert.equal(out.jobs[0]?.outcome, 'published');
+    assert.deepEqual(out.jobs[0]?.targets?.map((t) => [t.target, t.outcome]), [
+      [`oci-layout:${one}`, 'published'],
+      [`oci-layout:${two}`, 'published'],
+    ]);
+    for (const layoutDir of [one, two]) {
+      const index = JSON.parse(await readFile(join(layoutDir, 'index.json'), 'utf8')) as { manifests: Array<{ annotations?: Record<string, string> }> };
+      assert.ok(index.manifests.some((m) => m.annotations?.['org.opencontainers.image.ref.name'] === '1877.3'), `${layoutDir} has the version index`);
+    }
+  });
+
   it('feeds a saved S3 event to the handler', async () => {
     const file = join(dir, 'event.json');
     await writeFile(file, JSON.stringify(s3Event('some-bucket', `meta/singles/${builds[1]?.base}`)));
