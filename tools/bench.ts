@@ -16,6 +16,10 @@
  * With --sweep, instead of 3–5: the first publication for each BLOB_CONCURRENCY × S3_READERS in a grid, each
  * against the baseline of its round, to see which defaults are best.
  *
+ * With --targets, instead of 2–5: the first publication of both builds to 1, 2 and 3 registries at once (REGISTRY
+ * as a list): the bytes read from S3 (counted by a proxy in front of it), the time against the slowest of the three
+ * registries alone (each measured on its own in the same round), and the peak RSS against one registry.
+ *
  * Every measurement gets a fresh registry (its storage on /dev/shm when there is one, so that disk writeback does not
  * throttle a measurement at random), so no run finds another's blobs. Results are printed and written to
  * docs/benchmarks.md (the section for this size), with the machine they ran on.
@@ -217,6 +221,7 @@ async function main(): Promise<void> {
   const concurrency = option('concurrency', '');
   const readers = option('readers', '');
   const sweep = process.argv.includes('--sweep');
+  const targets = process.argv.includes('--targets');
   const write = !process.argv.includes('--no-write');
   const work = await mkdtemp(join(tmpdir(), 'gl-bench-'));
   const registries: TestRegistry[] = [];
@@ -297,6 +302,55 @@ async function main(): Promise<void> {
       await stopRegistry(base);
       return r.ms;
     };
+
+    if (targets) {
+      /** Bytes of the builds read from S3: answers to GETs of their objects and documents, not of the records. */
+      const buildBytes = (log: Array<{ method: string; path: string; responseBytes?: number }>) =>
+        log.filter((e) => e.method === 'GET' && /\/(objects|meta)\//.test(e.path)).reduce((n, e) => n + (e.responseBytes ?? 0), 0);
+      const publishTo = async (count: number) => {
+        const regs = await Promise.all(Array.from({ length: count }, () => freshRegistry()));
+        const s3Proxy = await startFaultProxy();
+        s3Proxy.setUpstream((s3 as LocalS3).endpoint);
+        const r = await publishBoth(pubEnv(regs[0] as TestRegistry, { REGISTRY: regs.map((x) => `http://${x.host}/gardenlinux`).join(','), AWS_ENDPOINT_URL_S3: s3Proxy.url }));
+        const read = buildBytes(s3Proxy.log);
+        await s3Proxy.close();
+        for (const x of regs) await stopRegistry(x);
+        return { ...r, read };
+      };
+      const cells = new Map<string, Array<{ ms: number; read: number; rss: number }>>();
+      const add = (k: string, v: { ms: number; read: number; maxRssKiB: number }) => cells.set(k, [...(cells.get(k) ?? []), { ms: v.ms, read: v.read, rss: v.maxRssKiB }]);
+      for (let i = 1; i <= repeat; i++) {
+        console.log(`targets round ${i} of ${repeat} ...`);
+        // Each registry alone; the slowest of the three is what several at once are held against.
+        const alone = [];
+        for (let k = 0; k < 3; k++) alone.push(await publishTo(1));
+        const slowest = alone.reduce((a, b) => (b.ms > a.ms ? b : a));
+        add('1', slowest);
+        cells.set('slowest', [...(cells.get('slowest') ?? []), { ms: slowest.ms, read: slowest.read, rss: slowest.maxRssKiB }]);
+        for (const n of [2, 3]) {
+          const r = await publishTo(n);
+          add(String(n), r);
+          console.log(`  ${n} registries: ${(r.ms / 1000).toFixed(2)} s, ${human(r.read)} read (alone, slowest: ${(slowest.ms / 1000).toFixed(2)} s)`);
+        }
+      }
+      const medOf = (k: string, f: (x: { ms: number; read: number; rss: number }) => number) => med((cells.get(k) ?? []).map(f));
+      const one = { ms: medOf('slowest', (x) => x.ms), rss: medOf('1', (x) => x.rss) };
+      const rows = ['1', '2', '3'].map((n) => {
+        const ms = medOf(n, (x) => x.ms);
+        const rss = medOf(n, (x) => x.rss);
+        return `| ${n} | ${human(medOf(n, (x) => x.read))} | ${(ms / 1000).toFixed(2)} s | **${(ms / one.ms).toFixed(2)}** | ${(rss / 1024).toFixed(0)} MiB | **${(rss / one.rss).toFixed(2)}** |`;
+      });
+      const table = [
+        '| registries | bytes read from S3 | time (first publication, both builds) | time / slowest registry alone | peak RSS | RSS / one registry |',
+        '|---|---|---|---|---|---|',
+        ...rows,
+      ].join('\n');
+      const heading = `## Several registries, ${human(size)} raw image, ${human(layerSize)} container layer`;
+      const section = `${heading}\n\nMachine: ${machine}. Run on ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- --targets --size ${option('size', '1GiB')} --layer ${option('layer', '200MiB')} --repeat ${repeat}\`: medians of ${repeat} rounds; each round publishes both builds to each of three fresh registries alone, then to two and to three at once. Bytes read: the answers of S3 to reads of the builds' objects and documents (${human(fileBytes)} of files), counted by a proxy in front of it. The row for one registry is the slowest of the three alone.\n\n${table}\n`;
+      console.log(`\n${section}`);
+      if (write) await writeSection(heading, section);
+      return;
+    }
 
     if (sweep) {
       const grid = { concurrency: [2, 4, 8], readers: [1, 2, 4] };

@@ -10,7 +10,7 @@
  * (`once`) leaves the restart to its caller.
  */
 import { createHash, type Hash } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { HashingTap, sha256Digest, verifyHashed, type Expected, type Hashed } from '../oci/digest';
 import { describeError, errorCode, IntegrityError, someCause } from '../util/errors';
 import { isNetworkError, isRetryable, RegistryError } from './errors';
@@ -36,6 +36,38 @@ export interface BlobUpload {
    * failure here leaves no blob behind. Used to commit a pass's uploads only once all of its bytes proved sound.
    */
   beforeCommit?: () => Promise<void>;
+  /**
+   * The bytes are hashed and checked against what is expected upstream, by whoever hands out this source (several
+   * uploads of one read share one hash): the upload only counts them, and takes their digest from here once all of
+   * them have passed. Asked after each open().
+   */
+  checkedUpstream?: () => Hashed | undefined;
+}
+
+/** Counts the bytes of a source checked upstream; fails on a byte more than expected. */
+class CountingTap extends Transform {
+  private bytes = 0;
+  constructor(
+    private readonly blob: BlobUpload,
+    private readonly upstream: () => Hashed | undefined,
+  ) {
+    super({ highWaterMark: 1 << 20 });
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    if (this.bytes + chunk.length > this.blob.size) {
+      cb(new IntegrityError(`${this.blob.what}: more than the expected ${this.blob.size} bytes`));
+      return;
+    }
+    this.bytes += chunk.length;
+    this.blob.onBytes?.(chunk.length);
+    cb(null, chunk);
+  }
+
+  /** What upstream saw, once every byte went through here. */
+  get complete(): Hashed | undefined {
+    return this.bytes === this.blob.size ? this.upstream() : undefined;
+  }
 }
 
 export interface UploadResult {
@@ -156,7 +188,9 @@ function opened(source: Readable, what: string): Readable {
 /** One request carries the whole body: a PUT when the digest is known, else a PATCH and a body-less PUT. */
 async function uploadWhole(repo: RepositoryAccess, blob: BlobUpload, start: URL, progress: Progress, op: Operation): Promise<UploadResult> {
   if (blob.size === 0) return uploadEmpty(repo, blob, start, progress, op);
-  const body = new HashingTap(expectedOf(blob), { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) });
+  const body = blob.checkedUpstream
+    ? new CountingTap(blob, blob.checkedUpstream)
+    : new HashingTap(expectedOf(blob), { failOnMismatch: true, ...(blob.onBytes ? { onBytes: blob.onBytes } : {}) });
   const source = opened(await blob.open(), blob.what);
   // The first error on the body's side (the source failing, or the tap finding bad bytes) is the cause; the
   // request only reports that its body went away.

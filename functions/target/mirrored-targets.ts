@@ -10,7 +10,9 @@
  *
  * What each destination moved is counted on its own, for the job's report per destination.
  */
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
+import { HashingTap } from '../oci/digest';
+import { expectedOf } from '../registry/blob-upload';
 import { describeError } from '../util/errors';
 import type { Logger } from '../util/log';
 import type { BlobSource, BlobStream, FetchedManifest, Target, TargetSet, UploadResult } from './target';
@@ -172,16 +174,21 @@ class MirroredTarget implements Target {
         reported = furthest;
       }
     };
-    let source: Readable | undefined;
+    // One hash for every destination: the bytes are checked (digest, size, md5) before they reach the branches, and
+    // a mismatch fails the read before its last byte, so no upload can commit bad bytes.
+    const checked = new HashingTap(expectedOf(blob), { failOnMismatch: true });
     const reading = (async () => {
-      source = await blob.open();
-      await tee(source, branches.map((b) => b.stream));
+      const source = await blob.open();
+      pipeline(source, checked, () => undefined);
+      await tee(checked, branches.map((b) => b.stream));
     })();
     reading.catch(() => undefined);
     const uploads = lacking.map(({ m, i }, k) => {
       const branch = branches[k] as Branch;
+      let current: HashingTap = checked;
       const child: BlobSource = {
         ...blob,
+        checkedUpstream: () => current.complete,
         onBytes: (n) => {
           m.counters.bytesUploaded += n;
           advance(k, n);
@@ -191,8 +198,12 @@ class MirroredTarget implements Target {
             branch.taken = true;
             return branch.stream;
           }
-          // A retry of this member alone reads the source again (only a source that can be read again is retried).
-          return blob.open();
+          // A retry of this member alone reads the source again (only a source that can be read again is retried),
+          // and checks it on its own.
+          current = new HashingTap(expectedOf(blob), { failOnMismatch: true });
+          const again = await blob.open();
+          pipeline(again, current, () => undefined);
+          return current;
         },
       };
       return this.pick(m)

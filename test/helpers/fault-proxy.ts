@@ -95,6 +95,8 @@ export interface ProxyLogEntry {
   heldMs?: number;
   /** for delay-answer: the client had closed its connection before the answer was relayed */
   clientGone?: boolean;
+  /** the bytes of the answer's body relayed to the client (answers relayed whole) */
+  responseBytes?: number;
 }
 
 export interface FaultProxy {
@@ -306,6 +308,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
         });
         upRes.on('end', () => res.end());
       } else {
+        upRes.on('data', (c: Buffer) => (entry.responseBytes = (entry.responseBytes ?? 0) + c.length));
         upRes.pipe(res);
       }
     });

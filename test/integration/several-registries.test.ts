@@ -10,13 +10,14 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { createHandler } from '../../functions/publish/handler';
 import { createRuntime } from '../../functions/publish/runtime';
 import type { JobSummary } from '../../functions/publish/run-job';
 import type { ObjectStore } from '../../functions/storage/object-store';
 import { s3Event, startLocalS3, uploadBuild, type LocalS3 } from '../../tools/local-s3';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
-import { BUCKET } from '../helpers/expectations';
+import { BUCKET, sha256 } from '../helpers/expectations';
 import { firstJob } from '../helpers/jobs';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
@@ -92,7 +93,7 @@ describe('one publication, several registries', () => {
   });
 
   const destinations = (): string => [good.url, refusal.url, latency.url].map((u) => `${u}/gl`).join(',');
-  const run = async (registry: string, event: object, statePrefix: string, read = { bytes: 0 }): Promise<JobSummary> => {
+  const run = async (registry: string, event: object, statePrefix: string, read = { bytes: 0 }, extra: Record<string, string> = {}): Promise<JobSummary> => {
     const handler = createHandler({
       env: {
         ...s3.env,
@@ -101,6 +102,7 @@ describe('one publication, several registries', () => {
         SIGNING_KEY: `file:${keyFile}`,
         CONTAINER_REPOSITORIES: JSON.stringify({ container: 'container' }),
         ALIAS_TAGS: 'latest',
+        ...extra,
       },
       logSink: () => undefined,
       runtime: (config, logger) => {
@@ -197,5 +199,27 @@ describe('one publication, several registries', () => {
     assert.ok(read.bytes >= 2 * image && read.bytes < 3 * image, `read ${read.bytes} bytes for an image of ${image}`);
     const verify = await run(destinations(), { action: 'verify', version: '1877.3', bucket: BUCKET }, 'oci-publisher/several/');
     assert.ok(verify.verify?.ok, JSON.stringify(verify.verify?.problems));
+  });
+
+  it('a file whose bytes differ from its md5: the job fails as the source\'s fault, and no registry commits the bytes', async () => {
+    const b = sampleBuild({ flavor: 'openstack', arch: 'amd64', commit: 'c0ffee04', imageSize: 5 * 1024 * 1024, lean: true });
+    await uploadBuild(s3.client, BUCKET, b);
+    const raw = b.files.find((f) => f.name.endsWith('.raw'));
+    assert.ok(raw);
+    // Same size, one byte changed: only the md5 of the metadata tells.
+    const bad = Buffer.from(raw.data);
+    bad[bad.length - 1] = (bad[bad.length - 1] as number) ^ 0xff;
+    await s3.client.send(new PutObjectCommand({ Bucket: BUCKET, Key: `objects/${b.base}/${raw.name}`, Body: bad }));
+    refusal.rules.length = 0;
+    const job = await run(destinations(), s3Event(BUCKET, `meta/singles/${b.base}`), 'oci-publisher/several/', undefined, { MD5_CHECK: 'stream' });
+    assert.equal(job.outcome, 'failed');
+    assert.equal(job.errorKind, 'integrity', job.error);
+    assert.equal(job.targets, undefined, 'no destination is blamed');
+    for (const r of [good, refusing, slow]) {
+      for (const digest of [sha256(bad), sha256(raw.data)]) {
+        const res = await fetch(`${r.url}/v2/gl/blobs/${digest}`, { method: 'HEAD' });
+        assert.equal(res.status, 404, `${r.host} holds no blob of the image`);
+      }
+    }
   });
 });
