@@ -116,7 +116,7 @@ export function createHandler(options: HandlerOptions = {}) {
         else if (summary.verify) logVerify(jobLog, summary.verify);
         else jobLog.info(summary.outcome === 'skipped' ? 'job skipped' : 'job finished', fields);
         // A check is not a publication: it counts in no publication metric.
-        if (!summary.verify) for (const line of metricsRecords(summary, rt.targets.main.display)) jobLog.raw(line);
+        if (!summary.verify) for (const line of metricsRecords(summary)) jobLog.raw(line);
       }
     } finally {
       deadline.dispose();

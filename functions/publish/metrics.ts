@@ -1,8 +1,8 @@
 /**
  * CloudWatch metrics in the embedded metric format: one line per job on stdout, which CloudWatch Logs turns into
- * metrics without any API call from the function. Namespace `GardenLinuxOciPublisher`, dimension `Service`; and one
- * line per destination with the dimensions `Service` and `Target` (the destination's repository), so a registry that
- * fails while the others publish shows on its own.
+ * metrics without any API call from the function. Namespace `GardenLinuxOciPublisher`, dimension `Service`; with
+ * several destinations also one line per destination with the dimensions `Service` and `Target` (the destination's
+ * repository), so a registry that fails while the others publish shows on its own.
  */
 import type { JobSummary } from './run-job';
 
@@ -54,11 +54,11 @@ export function metricsRecord(summary: JobSummary, now: number = Date.now()): Re
 }
 
 /**
- * The job's line, then one per destination by `Service` and `Target`: each destination's outcome and uploads (a job
- * to one destination has one, named `target`).
+ * The job's line, and with several destinations one per destination by `Service` and `Target`: each destination's
+ * outcome and uploads. A job to one destination writes its line only (its Target would repeat it).
  */
-export function metricsRecords(summary: JobSummary, target: string, now: number = Date.now()): Array<Record<string, unknown>> {
-  const parts = summary.targets ?? [{ ...summary, target }];
+export function metricsRecords(summary: JobSummary, now: number = Date.now()): Array<Record<string, unknown>> {
+  const parts = summary.targets ?? [];
   return [
     metricsRecord(summary, now),
     ...parts.map((t) =>

@@ -43,7 +43,7 @@ function split(line: MetricLine): { namespace: string; name: string; dimensions:
 }
 
 /** What the code writes per destination: the dimension set and the value of Service (from a job to two). */
-const perTarget = metricsRecords({ ...summary, targets: [{ target: 'a/gl', outcome: 'published' }, { target: 'b/gl', outcome: 'failed' }] }, 'a/gl').slice(1) as Array<typeof record>;
+const perTarget = metricsRecords({ ...summary, targets: [{ target: 'a/gl', outcome: 'published' }, { target: 'b/gl', outcome: 'failed' }] }).slice(1) as Array<typeof record>;
 
 const metricWidgets = widgets.filter((w) => w.type === 'metric');
 const isExpression = (l: MetricLine): boolean => typeof l[0] === 'object';
