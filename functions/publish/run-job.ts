@@ -2,6 +2,7 @@
 import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
 import { convergeVersion, type IndexUpdate } from '../orchestration/converge';
+import { copyRelease, copyWrote, type CopySummary } from '../orchestration/copy-release';
 import { aliasesMoved, followAliases, type AliasUpdate } from '../orchestration/follow-aliases';
 import { metadataBuildTime, publishBuild, type BuildResult } from '../orchestration/publish-build';
 import { retractBuild, type RetractResult } from '../orchestration/retract';
@@ -14,7 +15,8 @@ import { Deadline } from '../util/deadline';
 import { describeError, InputError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import type { Job } from './events';
-import type { Runtime } from './runtime';
+import { displayLocation } from '../registry/location';
+import { openCopyLocation, type Runtime } from './runtime';
 
 export type Outcome = 'published' | 'unchanged' | 'skipped' | 'failed';
 
@@ -41,6 +43,8 @@ export interface JobSummary {
   retracted?: Pick<RetractResult, 'repositories'>;
   /** what the verify action found */
   verify?: VerifyReport;
+  /** what the copy action copied (blobs and bytes in the counters below); `archiveWritten`: an oci-archive was written */
+  copy?: CopySummary & { archiveWritten?: boolean };
   bytesUploaded: number;
   bytesRead: number;
   blobsUploaded: number;
@@ -207,6 +211,44 @@ export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: De
           results: placed,
         });
         return done({ ...where, outcome: placed.some((r) => r.written) ? 'published' : 'unchanged' });
+      }
+      case 'copy': {
+        Object.assign(where, { version: job.version });
+        const fromLocation = job.from ?? rt.config.target;
+        if (displayLocation(fromLocation) === displayLocation(job.to)) {
+          throw new InputError(`the copy would read and write ${displayLocation(job.to)}: give another destination; nothing was copied`);
+        }
+        if (job.aliases && rt.config.aliasTemplates.length === 0) {
+          throw new InputError('copying the aliases needs their templates: set ALIAS_TAGS (the CLI: -a) as the source has them; nothing was copied');
+        }
+        deadline.ensure(`copying ${job.version}`, MIN_JOB_MS);
+        const limits = { signal: deadline.signal, timeLeft: () => deadline.left() };
+        const from = await openCopyLocation(fromLocation, 'source', rt.config, logger);
+        const to = await openCopyLocation(job.to, 'destination', rt.config, logger);
+        let copy: CopySummary;
+        try {
+          copy = await copyRelease({
+            version: job.version,
+            from: from.targets.forJob(limits),
+            to: to.targets.forJob(limits),
+            repositories: Object.values(rt.config.containerRepositories),
+            aliases: job.aliases ? rt.config.aliasTemplates : [],
+            logger,
+            blobConcurrency: rt.config.blobConcurrency,
+            counters,
+            signal: deadline.signal,
+            ...(rt.progress ? { progress: rt.progress } : {}),
+          });
+        } catch (err) {
+          if (to.finish) logger.info('the copy stopped; what it staged is kept, and the next copy to the same archive goes on from it', { to: to.display });
+          throw err;
+        }
+        const archiveWritten = to.finish ? await to.finish() : false;
+        return done({
+          ...where,
+          outcome: copyWrote(copy, counters) || archiveWritten ? 'published' : 'unchanged',
+          copy: { ...copy, ...(to.finish ? { archiveWritten } : {}) },
+        });
       }
       case 'retract': {
         Object.assign(where, { base: job.base, ...(job.bucket ? { bucket: job.bucket } : {}) });
