@@ -173,10 +173,13 @@ async function putManifest(o: CopyOptions, step: ManifestStep): Promise<boolean>
   if (o.signal?.aborted) throw o.signal.reason;
   const dst = repoOf(o.to, step.repository);
   const { manifest, reference } = step;
-  if ((await dst.resolve(reference)) === manifest.digest) return false;
+  const current = await dst.resolve(reference);
+  if (current === manifest.digest) return false;
   const digest = await dst.putManifest(manifest.bytes, manifest.mediaType, reference);
   if (digest !== manifest.digest) throw new IntegrityError(`${dst.display}:${reference} was stored with digest ${digest}, not ${manifest.digest}`);
-  o.logger.debug('manifest copied', { to: dst.display, reference, digest });
+  // A tag that named something else now names what the source has (the destination follows the source).
+  if (current !== undefined) o.logger.info('tag moved to what the source holds', { to: dst.display, tag: reference, before: current, digest });
+  else o.logger.debug('manifest copied', { to: dst.display, reference, digest });
   return true;
 }
 

@@ -389,7 +389,7 @@ Examples:
       };
       const to = location(options.to, '--to');
       const from = options.from === undefined ? undefined : location(options.from, '--from');
-      const registry = globals.registry ?? (process.env.REGISTRY?.trim() || undefined);
+      const registry = globals.registry?.trim() || process.env.REGISTRY?.trim() || undefined;
       if (from === undefined && registry === undefined) {
         throw new UsageError('say where the release is: --from <location>, or -r <registry> (REGISTRY)');
       }

@@ -8,65 +8,14 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { request } from 'undici';
-import { verifyRelease, type VerifyReport } from '../../functions/orchestration/verify-release';
-import { loadConfig } from '../../functions/publish/config';
 import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
-import { createTargetSet } from '../../functions/publish/runtime';
-import { DirectoryStore } from '../../functions/storage/directory-store';
-import { StateStore } from '../../functions/storage/state-store';
-import { Logger } from '../../functions/util/log';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { sha256 } from '../helpers/expectations';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy';
 import { firstJob } from '../helpers/jobs';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
-import { publishSignedRelease, SUB, VERSION, type SignedRelease } from '../helpers/signed-release';
-
-const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json';
-
-/** Every tag of a repository with the digest it names. */
-export async function tagDigests(registry: TestRegistry, repo: string): Promise<Record<string, string>> {
-  const res = await request(`${registry.url}/v2/${repo}/tags/list`);
-  if (res.statusCode === 404) {
-    await res.body.dump();
-    return {};
-  }
-  const tags = (((await res.body.json()) as { tags: string[] | null }).tags ?? []).sort();
-  const out: Record<string, string> = {};
-  for (const t of tags) {
-    const head = await request(`${registry.url}/v2/${repo}/manifests/${t}`, { method: 'HEAD', headers: { accept: ACCEPT } });
-    await head.body.dump();
-    out[t] = String(head.headers['docker-content-digest']);
-  }
-  return out;
-}
-
-/** verify at a destination, with the public key, every signature checked (container images too); no records there. */
-export async function verifyAt(location: string, release: SignedRelease): Promise<VerifyReport> {
-  const config = loadConfig({ REGISTRY: location, ...release.env });
-  const targets = createTargetSet(config.target, config, new Logger({ sink: () => undefined }));
-  return verifyRelease({
-    state: new StateStore(new DirectoryStore(release.emptyRecords), 'oci-publisher/'),
-    targets: [targets.main, targets.repository(SUB)],
-    version: VERSION,
-    templates: [],
-    publicKey: release.publicKey,
-    signContainerImages: true,
-  });
-}
-
-/** A report that passes: no error; the warnings are the entries without a record (a copy has no records). */
-export function assertVerified(r: VerifyReport): void {
-  assert.deepEqual(r.problems.filter((p) => p.severity === 'error'), []);
-  assert.equal(r.ok, true);
-  assert.ok(r.problems.every((p) => p.check === 'record'), JSON.stringify(r.problems));
-  const [main, sub] = r.repositories;
-  assert.deepEqual([main?.entries, main?.signatures, main?.tags], [4, 4, 4], 'three artifact manifests and the amd64 image, each signed and tagged');
-  assert.deepEqual([sub?.entries, sub?.signatures, sub?.tags], [1, 1, 1], 'the arm64 image of the sub-repository');
-  assert.ok((main?.blobs ?? 0) > 0 && (sub?.blobs ?? 0) > 0);
-}
+import { assertVerified, publishSignedRelease, SUB, tagDigests, verifyAt, VERSION, type SignedRelease } from '../helpers/signed-release';
 
 describe('copy: a release from one registry to another', () => {
   let source: TestRegistry;
