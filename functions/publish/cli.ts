@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { isBaseName, isVersion, metadataKey } from '../gardenlinux/naming';
 import { checkTag } from '../orchestration/aliases';
-import { parseCopyLocation, type CopyLocation } from '../registry/location';
+import { displayLocation, parseCopyLocation, type CopyLocation } from '../registry/location';
 import { fileSigner, parseSigningKey, readPublicKey } from '../signing/signer';
 import { BUCKET_NAME } from '../storage/object-store';
 import { describeError, InputError } from '../util/errors';
@@ -403,6 +403,7 @@ Examples:
       }
       await invoke(globals, { action: 'copy', version: v, to: options.to, ...(options.from ? { from: options.from } : {}), ...(options.aliases ? { aliases: true } : {}) }, undefined, extraEnv, true, {
         check: (config) => {
+          if (displayLocation(from ?? config.target) === displayLocation(to)) throw new UsageError('--to names the place the release is copied from; give another destination');
           if (options.aliases && config.aliasTemplates.length === 0) {
             throw new UsageError('--aliases copies the aliases of ALIAS_TAGS: give them with -a, --alias-tags (as the source has them)');
           }

@@ -143,6 +143,8 @@ describe('copy: a release through an OCI layout and an OCI archive', () => {
     const archiveRegistry = await cli(['-r', `oci-archive:${archive}`, 'copy', VERSION, '--to', url('x/gl')]);
     assert.equal(archiveRegistry.code, 2);
     assert.match(archiveRegistry.stderr, /^gl-oci-publish: invalid configuration: REGISTRY: an oci-archive: is what "copy" reads or writes .*, not a place to publish to; publish to an oci-layout:<dir> and copy the version to an oci-archive:<file>\n$/);
+    const itself = await cli(['-r', url(repo), 'copy', VERSION, '--to', url(repo)]);
+    assert.deepEqual([itself.code, itself.stderr], [2, 'gl-oci-publish: --to names the place the release is copied from; give another destination\n']);
     const noFrom = await cli(['copy', VERSION, '--to', url('x/gl')]);
     assert.deepEqual([noFrom.code, noFrom.stderr], [2, 'gl-oci-publish: say where the release is: --from <location>, or -r <registry> (REGISTRY)\n']);
 
