@@ -9,13 +9,13 @@ import { retractBuild, type RetractResult } from '../orchestration/retract';
 import { signFirst } from '../orchestration/sign-first';
 import type { FirstSignatureResult } from '../orchestration/sign-manifest';
 import { verifyRelease, type VerifyReport } from '../orchestration/verify-release';
+import { displayLocation } from '../registry/location';
 import { StateStore } from '../storage/state-store';
 import type { Target, TargetSet } from '../target/target';
 import { Deadline } from '../util/deadline';
 import { describeError, InputError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import type { Job } from './events';
-import { displayLocation } from '../registry/location';
 import { openCopyLocation, type Runtime } from './runtime';
 
 export type Outcome = 'published' | 'unchanged' | 'skipped' | 'failed';

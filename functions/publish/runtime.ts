@@ -15,9 +15,9 @@ import { layoutTargets } from '../target/oci-layout-target';
 import { registryTargets } from '../target/registry-target';
 import type { TargetSet } from '../target/target';
 import type { TransferObserver } from '../orchestration/context';
-import type { Logger } from '../util/log';
 import { displayLocation, type CopyLocation, type TargetLocation } from '../registry/location';
 import { InputError } from '../util/errors';
+import type { Logger } from '../util/log';
 import type { Config } from './config';
 
 export interface Runtime {
@@ -83,7 +83,7 @@ export interface CopyEndpoint {
  * is reached without them (an ECR registry with the function role), so that they never reach a registry they are
  * not meant for.
  */
-function copyCredentials(config: Config, host: string): CredentialSource {
+export function copyCredentials(config: Config, host: string): CredentialSource {
   if (config.target.kind === 'registry' && config.target.host === host) return credentialSource(config, host);
   const ecr = ecrRegistry(host);
   return ecr ? ecrCredentials(new ECRClient({ region: ecr.region }), ecr.accountId) : staticCredentials(undefined);

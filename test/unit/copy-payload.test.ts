@@ -1,6 +1,6 @@
 /**
  * How a copy is asked for and refused before it reads anything: the `copy` payload, the locations it names
- * (`oci-archive:` for a copy only, never REGISTRY), and the job's own checks.
+ * (`oci-archive:` for a copy only, never REGISTRY), the job's own checks, and where the registry credentials go.
  */
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { loadConfig } from '../../functions/publish/config';
 import { normaliseEvent } from '../../functions/publish/events';
 import { createHandler } from '../../functions/publish/handler';
+import { copyCredentials } from '../../functions/publish/runtime';
 import { displayLocation, parseCopyLocation, parseTargetLocation } from '../../functions/registry/location';
 import { InputError } from '../../functions/util/errors';
 import { firstJob } from '../helpers/jobs';
@@ -67,5 +68,16 @@ describe('the copy payload', () => {
     assert.match(aliases.error ?? '', /^copying the aliases needs their templates: set ALIAS_TAGS/);
     const notALayout = await run({ from: 'oci-layout:/nonexistent/source', to: 'oci-layout:/nonexistent/elsewhere' });
     assert.deepEqual([notALayout.errorKind, notALayout.error], ['input', 'oci-layout:/nonexistent/source is not an OCI image layout (it has no oci-layout file); nothing was copied']);
+  });
+});
+
+describe('copy credentials', () => {
+  it("go to REGISTRY's host only: a registry on another host is reached without them", async () => {
+    const config = loadConfig({ REGISTRY: 'registry.internal:5000/gl', REGISTRY_USERNAME: 'site', REGISTRY_PASSWORD: 'pw-not-for-others' });
+    assert.deepEqual(await copyCredentials(config, 'registry.internal:5000').get(), { username: 'site', password: 'pw-not-for-others' });
+    assert.equal(await copyCredentials(config, 'ghcr.io').get(), undefined);
+    assert.equal(await copyCredentials(config, 'registry.internal:5001').get(), undefined, 'another port is another registry');
+    const layout = loadConfig({ REGISTRY: 'oci-layout:/tmp/x', REGISTRY_USERNAME: 'site', REGISTRY_PASSWORD: 'pw' });
+    assert.equal(await copyCredentials(layout, 'registry.internal:5000').get(), undefined);
   });
 });
