@@ -1,8 +1,8 @@
 /**
  * `copy` through files, for carrying a release into a private site: registry → oci-layout → registry and
  * registry → oci-archive → registry (the archive read by skopeo too), with identical digests and tags at the end and
- * verify passing there; a copy into an archive that has it all writes nothing, and one that finds an unfinished
- * copy's staged layout goes on from it. The CLI's own part: the copy from an archive and verify, exit statuses 0, 1
+ * verify passing there; a copy into an archive adds to it, one into an archive that has it all writes nothing, and one
+ * that finds an unfinished copy's staged layout goes on from it. The CLI's own part: the copy from an archive and verify, exit statuses 0, 1
  * and 2.
  */
 import assert from 'node:assert/strict';
@@ -93,14 +93,20 @@ describe('copy: a release through an OCI layout and an OCI archive', () => {
   });
 
   let archive: string;
-  it('registry → oci-archive: a tar of the layout that skopeo reads; a second copy leaves the file as it is', async () => {
+  it('registry → oci-archive: a tar of the layout that skopeo reads; a copy adds to it, and one that finds it all leaves the file as it is', async () => {
     archive = join(dir, 'carry', 'gardenlinux-1877.3.tar');
-    const out = await copy({ to: `oci-archive:${archive}` });
+    const out = await copy({ to: `oci-archive:${archive}`, aliases: false });
     assert.equal(out.outcome, 'published', out.error);
     assert.equal(out.copy?.archiveWritten, true);
     assert.deepEqual(await readdir(join(dir, 'carry')), ['gardenlinux-1877.3.tar'], 'nothing staged is left beside it');
     const raw = await clients.skopeo(['inspect', '--raw', `oci-archive:${archive}:${VERSION}`]);
     assert.equal(sha256(raw), out.copy?.repositories[0]?.index, 'skopeo finds the version index by its tag, byte for byte');
+
+    // The aliases too: the archive is unpacked, added to and packed again, with all it held.
+    const aliases = await copy({ to: `oci-archive:${archive}` });
+    assert.equal(aliases.outcome, 'published', aliases.error);
+    assert.deepEqual([aliases.blobsUploaded, aliases.blobsSkipped, aliases.copy?.aliases.written, aliases.copy?.tags.written, aliases.copy?.archiveWritten], [0, out.blobsUploaded, 8, 0, true]);
+    assert.deepEqual(await readdir(join(dir, 'carry')), ['gardenlinux-1877.3.tar']);
 
     const before = await stat(archive);
     const again = await copy({ to: `oci-archive:${archive}` });
