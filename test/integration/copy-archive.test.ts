@@ -2,8 +2,8 @@
  * `copy` through files, for carrying a release into a private site: registry → oci-layout → registry and
  * registry → oci-archive → registry (the archive read by skopeo too), with identical digests and tags at the end and
  * verify passing there; a copy into an archive adds to it, one into an archive that has it all writes nothing, and one
- * that finds an unfinished copy's staged layout goes on from it. The CLI's own part: the copy from an archive and verify, exit statuses 0, 1
- * and 2.
+ * that finds an unfinished copy's staged layout goes on from it. The CLI's own part: the copy from an archive and
+ * verify, exit statuses 0, 1 and 2.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
