@@ -83,6 +83,20 @@ export function artifactManifestTag(name: BaseName): string {
   return `${name.version}-${name.base}-${name.arch}`;
 }
 
+/**
+ * The tag of the artifact manifest a version index entry names (`<version>-<cname>-<arch>`): from the base name
+ * when `cname` is one of this version, else from the entry's architecture (an entry another tool wrote).
+ */
+export function artifactTagOf(version: string, cname: string, arch: string | undefined): string {
+  try {
+    const name = parseBaseName(cname);
+    if (name.version === version) return artifactManifestTag(name);
+  } catch {
+    // not one of ours: built from the entry
+  }
+  return `${version}-${cname}-${arch ?? 'unknown'}`;
+}
+
 /** Tag of a container build's image manifest (spec §4). */
 export function containerTag(name: BaseName): string {
   return `${name.arch}-${name.version}`;

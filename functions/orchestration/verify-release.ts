@@ -19,7 +19,7 @@
  * of requests in flight.
  */
 import type { KeyObject } from 'node:crypto';
-import { parseBaseName, artifactManifestTag } from '../gardenlinux/naming';
+import { artifactTagOf } from '../gardenlinux/naming';
 import type { AliasTemplate } from '../gardenlinux/release-aliases';
 import { containerWinners, effectiveRecords, isContainerEntry, type IndexRecord } from '../gardenlinux/version-index';
 import { ImageConfigSchema, ImageManifestSchema, IndexSchema, parseJson, type Descriptor, type ImageIndex } from '../oci/descriptor';
@@ -231,7 +231,7 @@ async function checkEntry(o: VerifyOptions, target: Target, entry: Descriptor, i
 
   const checks: Array<Promise<void>> = [];
   if (cname !== undefined) {
-    checks.push(checkTag(target, glTagOf(o.version, cname, entry), entry.digest, subject, report, add));
+    checks.push(checkTag(target, artifactTagOf(o.version, cname, entry.platform?.architecture), entry.digest, subject, report, add));
   } else if (isContainerEntry(entry)) {
     const arch = entry.platform?.architecture as string;
     const first = index.manifests.find((m) => isContainerEntry(m) && m.platform?.architecture === arch);
@@ -255,17 +255,6 @@ async function checkEntry(o: VerifyOptions, target: Target, entry: Descriptor, i
     );
   }
   await Promise.all(checks);
-}
-
-/** `<version>-<cname>-<arch>`: the tag gl-oci gives an artifact manifest. */
-function glTagOf(version: string, cname: string, entry: Descriptor): string {
-  try {
-    const name = parseBaseName(cname);
-    if (name.version === version) return artifactManifestTag(name);
-  } catch {
-    // not one of ours: build the tag from the entry
-  }
-  return `${version}-${cname}-${entry.platform?.architecture ?? 'unknown'}`;
 }
 
 async function checkTag(target: Target, tag: string, digest: string, subject: string, report: RepositoryReport, add: Add): Promise<void> {

@@ -92,7 +92,21 @@ export function formatSummary(j: JobSummary): string {
     const moved = t.bytesUploaded === undefined ? '' : `, ${bytes(t.bytesUploaded)} uploaded`;
     row('target', `${t.target}  ${t.outcome}${moved}${t.error ? `: ${t.error}` : t.reason ? `: ${t.reason}` : ''}`);
   }
-  if (j.job === 'publish' && j.outcome !== 'skipped' && (j.outcome !== 'failed' || j.bytesRead > 0)) {
+  if (j.copy) {
+    const c = j.copy;
+    row('from', c.from);
+    row('to', `${c.to}${c.archiveWritten ? '  (archive written)' : ''}`);
+    for (const r of c.repositories) row('index', `${r.repository}:${j.version ?? ''}  ${shortDigest(r.index)}, ${r.manifests} manifests, ${r.blobs} blobs`);
+    const counts = (pick: 'written' | 'skipped') =>
+      ([['manifests', c.manifests], ['signatures', c.signatures], ['indexes', c.indexes], ['tags', c.tags], ['aliases', c.aliases]] as const)
+        .map(([label, n]) => `${n[pick]} ${label}`)
+        .join(', ');
+    row('written', counts('written'));
+    row('there', `${counts('skipped')} (already at the destination)`);
+    if (c.aliases.names.length > 0) row('aliases', c.aliases.names.join(' '));
+    for (const l of c.left ?? []) row('not copied', `${l.repository}:${l.tag}  ${l.reason}`);
+  }
+  if ((j.job === 'publish' || j.job === 'copy') && j.outcome !== 'skipped' && (j.outcome !== 'failed' || j.bytesRead > 0)) {
     row('moved', `${bytes(j.bytesUploaded)} uploaded in ${j.blobsUploaded} blobs, ${j.blobsSkipped} already there; ${bytes(j.bytesRead)} read`);
   }
   return out.join('\n');

@@ -10,6 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { isBaseName, isVersion, metadataKey } from '../gardenlinux/naming';
 import { checkTag } from '../orchestration/aliases';
+import { displayLocation, parseCopyLocation, type CopyLocation } from '../registry/location';
 import { fileSigner, parseSigningKey, readPublicKey } from '../signing/signer';
 import { BUCKET_NAME } from '../storage/object-store';
 import { describeError, InputError } from '../util/errors';
@@ -224,6 +225,7 @@ Examples:
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux retract metal_pxe-amd64-1877.3-75df9f40 --bucket gardenlinux-github-releases
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -k awskms:///alias/gardenlinux-release-oci-sign sign-first 1877.3
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux copy 1877.3 --to oci-archive:gardenlinux-1877.3.tar
   gl-oci-publish -r oci-layout:./out event saved-s3-event.json`,
     );
 
@@ -350,6 +352,63 @@ writes nothing. Ship the new public key in a release before this (docs/operation
         throw new UsageError('sign-first needs the key whose signature goes first: --signing-key file:<path to a PEM private key> or awskms:///<key> (or SIGNING_KEY)');
       }
       await invoke(globals, { action: 'sign-first', version: version(v) });
+    });
+
+  program
+    .command('copy')
+    .description(
+      'copy a complete release to another registry, an OCI layout or an OCI archive: the version index, every manifest and ' +
+        'blob it reaches, the artifact and container tags, the signatures, and with --aliases the aliases holding it',
+    )
+    .argument('<version>', 'Garden Linux version, e.g. 1877.3')
+    .requiredOption('--to <location>', 'where it goes: <host>/<repo>, http://<host:port>/<repo>, oci-layout:<dir> or oci-archive:<file>')
+    .option('--from <location>', 'where it is, in the same forms (default: -r, REGISTRY)')
+    .option('--aliases', 'also the ALIAS_TAGS aliases (-a) that hold this version at the source, and their <arch>-<alias> tags')
+    .addHelpText(
+      'after',
+      `\nDigests never change: manifests are copied byte for byte, children before parents. What the destination has
+already is not copied again, so a copy that stopped is simply run again, and a second copy writes nothing.
+Container sub-repositories: --container-repositories as deployed. Credentials (REGISTRY_USERNAME/PASSWORD) go
+to REGISTRY's host only; without -r, REGISTRY is the registry among --to and --from (--to first).
+
+Examples:
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 copy 1877.3 --aliases --to registry.example.net/gardenlinux
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux copy 1877.3 --to oci-archive:gardenlinux-1877.3.tar
+  gl-oci-publish -r registry.internal/gardenlinux copy 1877.3 --from oci-archive:gardenlinux-1877.3.tar --to registry.internal/gardenlinux
+`,
+    )
+    .action(async (v: string, options: { to: string; from?: string; aliases?: boolean }) => {
+      version(v);
+      const globals = program.opts<Globals>();
+      const location = (value: string, name: string): CopyLocation => {
+        try {
+          return parseCopyLocation(value, name);
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+      };
+      const to = location(options.to, '--to');
+      const from = options.from === undefined ? undefined : location(options.from, '--from');
+      const registry = globals.registry?.trim() || process.env.REGISTRY?.trim() || undefined;
+      if (from === undefined && registry === undefined) {
+        throw new UsageError('say where the release is: --from <location>, or -r <registry> (REGISTRY)');
+      }
+      // The configuration needs a REGISTRY: without one, the copy's registry (where the credentials go), else its layout.
+      const extraEnv: Record<string, string> = {};
+      if (registry === undefined) {
+        const sides: Array<[CopyLocation, string]> = [[to, options.to], ...(from && options.from ? [[from, options.from] as [CopyLocation, string]] : [])];
+        const pick = sides.find(([l]) => l.kind === 'registry') ?? sides.find(([l]) => l.kind === 'oci-layout');
+        if (!pick) throw new UsageError('copying from one oci-archive to another needs -r <registry> (REGISTRY) for the configuration; or copy the file');
+        extraEnv.REGISTRY = pick[1];
+      }
+      await invoke(globals, { action: 'copy', version: v, to: options.to, ...(options.from ? { from: options.from } : {}), ...(options.aliases ? { aliases: true } : {}) }, undefined, extraEnv, true, {
+        check: (config) => {
+          if (displayLocation(from ?? config.target) === displayLocation(to)) throw new UsageError('--to names the place the release is copied from; give another destination');
+          if (options.aliases && config.aliasTemplates.length === 0) {
+            throw new UsageError('--aliases copies the aliases of ALIAS_TAGS: give them with -a, --alias-tags (as the source has them)');
+          }
+        },
+      });
     });
 
   program

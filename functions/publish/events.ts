@@ -3,10 +3,11 @@
  * - S3 notifications (`Records[].s3`), several records per event, keys form-URL-decoded;
  * - EventBridge `Object Created` events from S3 (keys as they are, not encoded);
  * - SQS events whose message bodies are S3 notifications (or EventBridge events); S3 test messages are dropped;
- * - manual payloads from the console or the CLI: publish, reindex, tag, retract, verify, sign-first.
+ * - manual payloads from the console or the CLI: publish, reindex, tag, retract, verify, sign-first, copy.
  */
 import * as z from 'zod';
 import { isBaseName, isVersion, metadataKey } from '../gardenlinux/naming';
+import { parseCopyLocation, type CopyLocation } from '../registry/location';
 import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';
 
@@ -33,6 +34,8 @@ export type Job =
   | { kind: 'verify'; bucket?: string; version: string; origin: JobOrigin }
   /** puts the configured key's signature first in the `.sig` of every manifest of a version (after a key rotation) */
   | { kind: 'sign-first'; version: string; origin: JobOrigin }
+  /** copies a complete release to another registry, an OCI layout or an OCI archive; `from` undefined: REGISTRY */
+  | { kind: 'copy'; version: string; from?: CopyLocation; to: CopyLocation; aliases: boolean; origin: JobOrigin }
   /** a message that could not be understood: it fails on its own, the rest of the batch goes on */
   | { kind: 'invalid'; error: string; origin: JobOrigin; messageId?: string }
   /** an event that is valid but asks for nothing (an S3 test message, a deletion) */
@@ -123,6 +126,18 @@ const ManualSignFirst = z.strictObject({
   version: versionField,
 });
 
+/** Locations are strings here; they are parsed (and refused with their own message) once the payload's shape is right. */
+const ManualCopy = z.strictObject({
+  action: z.literal('copy'),
+  version: versionField,
+  /** where the release goes: a registry, oci-layout:<dir> or oci-archive:<file> */
+  to: z.string().min(1),
+  /** where it is; default REGISTRY */
+  from: z.string().min(1).optional(),
+  /** also the release aliases (ALIAS_TAGS) that hold the version at the source */
+  aliases: z.boolean().optional(),
+});
+
 const ManualRetract = z.strictObject({
   action: z.literal('retract'),
   /** where the records are when STATE_BUCKET is not set */
@@ -133,7 +148,7 @@ const ManualRetract = z.strictObject({
 export const ACCEPTED_SHAPES =
   'accepted are S3 notifications ({"Records":[{"s3":…}]}), EventBridge "Object Created" events from aws.s3, ' +
   'SQS events carrying S3 notifications, and manual payloads {"action":"publish","bucket":…,"key":"meta/singles/<base>"} ' +
-  '(or "base" instead of "key"), {"action":"reindex","bucket":…,"version":…}, {"action":"tag","version":…,"tags":[…]}, {"action":"retract","base":…}, {"action":"verify","version":…}, {"action":"sign-first","version":…}';
+  '(or "base" instead of "key"), {"action":"reindex","bucket":…,"version":…}, {"action":"tag","version":…,"tags":[…]}, {"action":"retract","base":…}, {"action":"verify","version":…}, {"action":"sign-first","version":…}, {"action":"copy","version":…,"to":…}';
 
 function fromNotification(n: z.infer<typeof S3Notification>, origin: JobOrigin, messageId?: string): Job[] {
   return n.Records.map((r): Job => {
@@ -219,8 +234,22 @@ function fromManual(event: Record<string, unknown>): Job[] {
       if (!p.success) throw new InputError(`invalid sign-first payload: ${formatIssues(p.error)}`);
       return [{ kind: 'sign-first', version: p.data.version, origin: 'manual' }];
     }
+    case 'copy': {
+      const p = ManualCopy.safeParse(event);
+      if (!p.success) throw new InputError(`invalid copy payload: ${formatIssues(p.error)}`);
+      const location = (value: string, field: string): CopyLocation => {
+        try {
+          return parseCopyLocation(value, `"${field}"`);
+        } catch (err) {
+          throw new InputError(`invalid copy payload: ${(err as Error).message}`);
+        }
+      };
+      const to = location(p.data.to, 'to');
+      const from = p.data.from === undefined ? undefined : location(p.data.from, 'from');
+      return [{ kind: 'copy', version: p.data.version, to, ...(from ? { from } : {}), aliases: p.data.aliases === true, origin: 'manual' }];
+    }
     default:
-      throw new InputError(`unknown action ${JSON.stringify(event.action)}: expected "publish", "reindex", "tag", "retract", "verify" or "sign-first"`);
+      throw new InputError(`unknown action ${JSON.stringify(event.action)}: expected "publish", "reindex", "tag", "retract", "verify", "sign-first" or "copy"`);
   }
 }
 

@@ -2,19 +2,21 @@
 import { baseFromMetadataKey } from '../gardenlinux/naming';
 import { tagAliases, type AliasResult } from '../orchestration/aliases';
 import { convergeVersion, type IndexUpdate } from '../orchestration/converge';
+import { copyRelease, copyWrote, type CopySummary } from '../orchestration/copy-release';
 import { aliasesMoved, followAliases, type AliasUpdate } from '../orchestration/follow-aliases';
 import { metadataBuildTime, publishBuild, type BuildResult } from '../orchestration/publish-build';
 import { retractBuild, type RetractResult } from '../orchestration/retract';
 import { signFirst } from '../orchestration/sign-first';
 import type { FirstSignatureResult } from '../orchestration/sign-manifest';
 import { verifyRelease, type VerifyReport } from '../orchestration/verify-release';
+import { displayLocation } from '../registry/location';
 import { StateStore } from '../storage/state-store';
 import type { Target, TargetSet } from '../target/target';
 import { Deadline } from '../util/deadline';
 import { describeError, InputError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import type { Job } from './events';
-import type { Runtime } from './runtime';
+import { openCopyLocation, type Runtime } from './runtime';
 
 export type Outcome = 'published' | 'unchanged' | 'skipped' | 'failed';
 
@@ -43,6 +45,8 @@ export interface JobSummary {
   verify?: VerifyReport;
   /** with several destinations (REGISTRY names more than one): the job's outcome in each */
   targets?: Array<Partial<JobSummary> & { target: string; outcome: Outcome | 'failed' }>;
+  /** what the copy action copied (blobs and bytes in the counters below); `archiveWritten`: an oci-archive was written */
+  copy?: CopySummary & { archiveWritten?: boolean };
   bytesUploaded: number;
   bytesRead: number;
   blobsUploaded: number;
@@ -113,7 +117,8 @@ function failedDestinations(failed: ReadonlyArray<{ target: string; error?: stri
  */
 export async function runJob(rt: Runtime, job: Job, logger: Logger, deadline: Deadline = Deadline.none()): Promise<JobSummary> {
   const sets = destinationsOf(rt);
-  if (sets.length === 1 || job.kind === 'publish' || job.kind === 'invalid' || job.kind === 'ignore') return runIn(rt, job, logger, deadline);
+  // A copy names its own source and destination; a publication reads once for all destinations.
+  if (sets.length === 1 || job.kind === 'publish' || job.kind === 'copy' || job.kind === 'invalid' || job.kind === 'ignore') return runIn(rt, job, logger, deadline);
   const started = Date.now();
   const parts = await Promise.all(sets.map((set) => runIn({ ...rt, targets: set, moreTargets: [] }, job, logger.child({ target: set.main.display }), deadline)));
   return joinSummaries(
@@ -291,6 +296,44 @@ async function runIn(rt: Runtime, job: Job, logger: Logger, deadline: Deadline):
           results: placed,
         });
         return done({ ...where, outcome: placed.some((r) => r.written) ? 'published' : 'unchanged' });
+      }
+      case 'copy': {
+        Object.assign(where, { version: job.version });
+        const fromLocation = job.from ?? rt.config.target;
+        if (displayLocation(fromLocation) === displayLocation(job.to)) {
+          throw new InputError(`the copy would read and write ${displayLocation(job.to)}: give another destination; nothing was copied`);
+        }
+        if (job.aliases && rt.config.aliasTemplates.length === 0) {
+          throw new InputError('copying the aliases needs their templates: set ALIAS_TAGS (the CLI: -a) as the source has them; nothing was copied');
+        }
+        deadline.ensure(`copying ${job.version}`, MIN_JOB_MS);
+        const limits = { signal: deadline.signal, timeLeft: () => deadline.left() };
+        const from = await openCopyLocation(fromLocation, 'source', rt.config, logger);
+        const to = await openCopyLocation(job.to, 'destination', rt.config, logger);
+        let copy: CopySummary;
+        try {
+          copy = await copyRelease({
+            version: job.version,
+            from: from.targets.forJob(limits),
+            to: to.targets.forJob(limits),
+            repositories: Object.values(rt.config.containerRepositories),
+            aliases: job.aliases ? rt.config.aliasTemplates : [],
+            logger,
+            blobConcurrency: rt.config.blobConcurrency,
+            counters,
+            signal: deadline.signal,
+            ...(rt.progress ? { progress: rt.progress } : {}),
+          });
+        } catch (err) {
+          if (to.finish) logger.info('the copy stopped; what it staged is kept, and the next copy to the same archive goes on from it', { to: to.display });
+          throw err;
+        }
+        const archiveWritten = to.finish ? await to.finish() : false;
+        return done({
+          ...where,
+          outcome: copyWrote(copy, counters) || archiveWritten ? 'published' : 'unchanged',
+          copy: { ...copy, ...(to.finish ? { archiveWritten } : {}) },
+        });
       }
       case 'retract': {
         Object.assign(where, { base: job.base, ...(job.bucket ? { bucket: job.bucket } : {}) });

@@ -1,4 +1,6 @@
 /** Builds the I/O a job needs from the configuration: stores for buckets, and the targets. */
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ECRClient } from '@aws-sdk/client-ecr';
 import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { ecrCredentials, ecrRegistry, secretCredentials, staticCredentials, type CredentialSource } from '../registry/credentials';
@@ -7,12 +9,15 @@ import { openSigner, readPublicKey, type Signer } from '../signing/signer';
 import { DirectoryStore } from '../storage/directory-store';
 import type { ObjectStore } from '../storage/object-store';
 import { S3Store, s3Client } from '../storage/s3-store';
+import { archiveFiles, directoryFiles, layoutReaders } from '../target/layout-reader';
+import { archiveDestination } from '../target/oci-archive-target';
 import { layoutTargets } from '../target/oci-layout-target';
 import { registryTargets } from '../target/registry-target';
 import type { TargetSet } from '../target/target';
 import type { TransferObserver } from '../orchestration/context';
+import { displayLocation, type CopyLocation, type TargetLocation } from '../registry/location';
+import { InputError } from '../util/errors';
 import type { Logger } from '../util/log';
-import type { TargetLocation } from '../registry/location';
 import type { Config } from './config';
 
 export interface Runtime {
@@ -53,8 +58,11 @@ export function credentialSource(config: Config, host: string): CredentialSource
   return staticCredentials(undefined);
 }
 
-/** The targets of one configured location: a registry repository (with its credentials) or an OCI layout. */
-export function createTargetSet(location: TargetLocation, config: Config, logger: Logger): TargetSet {
+/**
+ * The targets of one configured location: a registry repository (with its credentials, by default those of the
+ * configuration) or an OCI layout.
+ */
+export function createTargetSet(location: TargetLocation, config: Config, logger: Logger, credentials?: CredentialSource): TargetSet {
   return location.kind === 'oci-layout'
     ? layoutTargets(location.dir, logger)
     : registryTargets({
@@ -66,8 +74,54 @@ export function createTargetSet(location: TargetLocation, config: Config, logger
         chunkBytes: config.uploadChunkBytes,
         chunkedUploads: config.chunkedUploads,
         maxConsecutiveFailures: config.maxConsecutiveFailures,
-        credentials: credentialSource(config, location.host),
+        credentials: credentials ?? credentialSource(config, location.host),
       });
+}
+
+/** One side of a copy. */
+export interface CopyEndpoint {
+  targets: TargetSet;
+  /** `<host>/<repository>`, `oci-layout:<dir>`, `oci-archive:<file>` */
+  display: string;
+  /** an archive destination packs what the copy staged into its file; true when it wrote the file */
+  finish?: () => Promise<boolean>;
+}
+
+/**
+ * The registry credentials of the configuration go to the hosts REGISTRY names only (each its own, see
+ * credentialSource): a copy's side on another host is reached without them (an ECR registry with the function
+ * role), so that they never reach a registry they are not meant for.
+ */
+export function copyCredentials(config: Config, host: string): CredentialSource {
+  if (config.targets.some((t) => t.kind === 'registry' && t.host === host)) return credentialSource(config, host);
+  const ecr = ecrRegistry(host);
+  return ecr ? ecrCredentials(new ECRClient({ region: ecr.region }), ecr.accountId) : staticCredentials(undefined);
+}
+
+/**
+ * Opens where a copy reads (`source`) or writes (`destination`). A layout or archive that is read is only read
+ * (layout-reader.ts), and must exist; an archive that is written is staged beside its file and packed by finish().
+ */
+export async function openCopyLocation(location: CopyLocation, role: 'source' | 'destination', config: Config, logger: Logger): Promise<CopyEndpoint> {
+  const display = displayLocation(location);
+  switch (location.kind) {
+    case 'registry':
+      return { display, targets: createTargetSet(location, config, logger, copyCredentials(config, location.host)) };
+    case 'oci-layout':
+      if (role === 'destination') return { display, targets: layoutTargets(location.dir, logger) };
+      if (!(await stat(join(location.dir, 'oci-layout')).then((s) => s.isFile(), () => false))) {
+        throw new InputError(`${display} is not an OCI image layout (it has no oci-layout file); nothing was copied`);
+      }
+      return { display, targets: layoutReaders(directoryFiles(location.dir)) };
+    case 'oci-archive': {
+      if (role === 'destination') {
+        const archive = archiveDestination(location.file, logger);
+        return { display, targets: archive.targets, finish: archive.finish };
+      }
+      if (!(await stat(location.file).then((s) => s.isFile(), () => false))) throw new InputError(`${display} is not a file; nothing was copied`);
+      return { display, targets: layoutReaders(archiveFiles(location.file)) };
+    }
+  }
 }
 
 export function createRuntime(config: Config, logger: Logger): Runtime {

@@ -14,6 +14,7 @@ const expected: Record<string, string> = {
   'retract.json': 'retract',
   'verify.json': 'verify',
   'sign-first.json': 'sign-first',
+  'copy.json': 'copy',
 };
 
 describe('console test events (infra/events)', () => {
