@@ -6,7 +6,6 @@
  * a corrupt blob in the registry's storage and files already in the way write nothing.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { generateKeyPair } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
@@ -356,17 +355,5 @@ describe('pull: a build back out of the registry', () => {
     } finally {
       server.close();
     }
-  });
-
-  it('runs as a command of its own: exit status 0, the result as JSON', async () => {
-    const c = cases[0] as Case;
-    const to = join(dir, 'spawned');
-    const { stdout } = await promisify(execFile)(process.execPath, ['bin/gl-oci-publish.mjs', '-r', registryArg(), 'pull', c.base, '--to', to, '--public-key', keys.right], {
-      env: { ...process.env, REGISTRY: '', SIGNING_KEY: '' },
-      timeout: 60_000,
-    });
-    const r = JSON.parse(stdout) as PullResult;
-    assert.equal(r.files.length, c.files.size);
-    assert.ok((await readFile(join(to, 'objects', c.base, `${c.base}.oci`))).equals(c.files.get(`${c.base}.oci`) as Buffer));
   });
 });
