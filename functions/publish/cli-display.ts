@@ -6,6 +6,7 @@
  */
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import type { TransferObserver } from '../orchestration/context';
+import type { PullResult } from '../orchestration/pull-build';
 import type { FirstSignatureResult } from '../orchestration/sign-manifest';
 import type { HandlerResult, SqsBatchResult } from './handler';
 import type { JobSummary } from './run-job';
@@ -15,6 +16,8 @@ export interface DisplayOptions {
   quiet: boolean;
   stdout: NodeJS.WriteStream;
   stderr: NodeJS.WriteStream;
+  /** what the progress says of a large file once it is done: `uploaded` (the default) or `downloaded` (pull) */
+  doneVerb?: string;
 }
 
 export interface Display {
@@ -112,6 +115,19 @@ export function formatSummary(j: JobSummary): string {
   return out.join('\n');
 }
 
+/** What a pull did, for a person. */
+export function formatPull(r: PullResult): string {
+  const out = [`pulled    ${r.base}  ${(r.durationMs / 1000).toFixed(1)} s`];
+  const row = (label: string, text: string) => out.push(`  ${label.padEnd(10)} ${text}`);
+  row('manifest', `${r.repository}@${shortDigest(r.manifest.digest)}  ${r.manifest.foundBy === 'index' ? `from the version index ${r.manifest.reference}` : `by its tag ${r.manifest.reference} (in no version index)`}`);
+  if (r.signature) row('signature', `verified with ${r.signature.key}${r.signature.firstLayer === 'this-key' ? '' : ` (layer 0: ${r.signature.firstLayer})`}`);
+  const count = (o: string) => r.files.filter((f) => f.outcome === o).length;
+  row('files', `${count('written')} written, ${count('replaced')} replaced, ${count('unchanged')} already there; ${bytes(r.bytesWritten)} written to ${r.to}`);
+  if (r.bundleMembers.length > 0) row('members', `${r.bundleMembers.join(', ')}: in the PXE bundle, not written on their own`);
+  row('metadata', `${r.metadata.key} ${r.metadata.outcome === 'unchanged' ? 'already there' : r.metadata.outcome} (made from the artifact manifest)`);
+  return `${out.join('\n')}\n`;
+}
+
 export function createDisplay(o: DisplayOptions): Display {
   if (o.json || !o.stderr.isTTY) {
     return {
@@ -187,7 +203,7 @@ export function createDisplay(o: DisplayOptions): Display {
           if (active.size === 0) stop();
           const seconds = (Date.now() - t.started) / 1000;
           // Small files come and go too fast to matter; a large one gets a line once it is done.
-          if (t.done >= LARGE) say(`uploaded ${t.full}  ${bytes(t.done)} in ${seconds.toFixed(1)} s, ${bytes(t.done / Math.max(seconds, 0.001))}/s`);
+          if (t.done >= LARGE) say(`${o.doneVerb ?? 'uploaded'} ${t.full}  ${bytes(t.done)} in ${seconds.toFixed(1)} s, ${bytes(t.done / Math.max(seconds, 0.001))}/s`);
         },
       };
 

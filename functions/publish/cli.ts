@@ -11,13 +11,16 @@ import { Command, CommanderError, Option } from 'commander';
 import { isBaseName, isVersion, metadataKey } from '../gardenlinux/naming';
 import { checkTag } from '../orchestration/aliases';
 import { displayLocation, parseCopyLocation, type CopyLocation } from '../registry/location';
+import { pullBuild } from '../orchestration/pull-build';
 import { fileSigner, parseSigningKey, readPublicKey } from '../signing/signer';
 import { BUCKET_NAME } from '../storage/object-store';
 import { describeError, InputError } from '../util/errors';
+import { Logger } from '../util/log';
 import { loadConfig, type Config } from './config';
 import { normaliseEvent } from './events';
 import { createHandler, JobsFailedError, type HandlerResult, type SqsBatchResult } from './handler';
-import { createDisplay } from './cli-display';
+import { createDisplay, formatPull } from './cli-display';
+import { createTargetSet } from './runtime';
 import { formatReport } from './verify-table';
 
 interface Globals {
@@ -226,6 +229,7 @@ Examples:
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -a latest,{major},{version}.0 verify 1877.3 --bucket gardenlinux-github-releases
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux -k awskms:///alias/gardenlinux-release-oci-sign sign-first 1877.3
   gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux copy 1877.3 --to oci-archive:gardenlinux-1877.3.tar
+  gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux pull metal_pxe-amd64-1877.3-75df9f40 --to ./bucket-copy --public-key oci-sign.pub
   gl-oci-publish -r oci-layout:./out event saved-s3-event.json`,
     );
 
@@ -409,6 +413,64 @@ Examples:
           }
         },
       });
+    });
+
+  program
+    .command('pull')
+    .description(
+      'write a build back as it was uploaded, from the registry alone: <dir>/objects/<base>/<file> for every file its ' +
+        'artifact manifest carries, and a metadata document <dir>/meta/singles/<base> made from the manifest',
+    )
+    .argument('<base>', 'base name of the build, e.g. metal_pxe-amd64-1877.3-75df9f40')
+    .requiredOption('-t, --to <dir>', 'the directory to write to, laid out like the bucket (made when missing)')
+    .option('--version <version>', "the version index to find the build in, when it is not the base name's version")
+    .option('-p, --public-key <file>', "write nothing unless the artifact manifest's cosign signature verifies with this PEM public key")
+    .option('-f, --force', 'replace files whose bytes differ from the build in the registry (identical files are kept, never downloaded again)')
+    .option('--json', 'print the result as JSON (the default when standard output is not a terminal)')
+    .addHelpText(
+      'after',
+      `\nFiles are checked against their digests while they are written, under temporary names, and get their names only when
+every file is complete; a failure or a refused signature leaves the directory as it was. A file already there with
+other bytes is refused (exit 1, nothing written) unless --force. Exit status 0 when the build is written, 1 when it
+is not in the registry, a signature or a file is refused, or a download fails, 2 for a usage error.${example(
+        'gl-oci-publish -r ghcr.io/gardenlinux/gardenlinux pull metal_pxe-amd64-1877.3-75df9f40 --to ./bucket-copy --public-key oci-sign.pub',
+      )}`,
+    )
+    .action(async (base: string, options: { to: string; version?: string; publicKey?: string; force?: boolean; json?: boolean }) => {
+      // Everything the command line can get wrong is refused here, before any request (exit 2).
+      if (!isBaseName(base)) throw new UsageError(`"${base}" is not a base name such as metal_pxe-amd64-1877.3-75df9f40 (<flavor>-<arch>-<version>-<commit>)`);
+      if (options.version !== undefined) version(options.version);
+      if (statSync(options.to, { throwIfNoEntry: false })?.isDirectory() === false) throw new UsageError(`--to: ${options.to} is not a directory`);
+      const globals = program.opts<Globals>();
+      const config = loadConfig(environment(globals));
+      const publicKey =
+        options.publicKey === undefined
+          ? undefined
+          : await readPublicKey(options.publicKey).catch((err: unknown) => {
+              throw new UsageError(`--public-key: ${(err as Error).message}`);
+            });
+      const display = createDisplay({ json: globals.json === true || options.json === true, quiet: globals.quiet === true, stdout: process.stdout, stderr: process.stderr, doneVerb: 'downloaded' });
+      const logger = new Logger({ level: config.logLevel, sink: (line) => display.logSink(line) });
+      try {
+        const result = await pullBuild({
+          target: createTargetSet(config.target, config, logger).main,
+          base,
+          ...(options.version !== undefined ? { version: options.version } : {}),
+          to: options.to,
+          ...(publicKey ? { publicKey } : {}),
+          force: options.force === true,
+          concurrency: config.blobConcurrency,
+          logger,
+          ...(display.progress ? { progress: display.progress } : {}),
+        });
+        display.stop();
+        process.stdout.write(options.json || globals.json || !process.stdout.isTTY ? `${JSON.stringify(result, null, 2)}\n` : formatPull(result));
+      } catch (err) {
+        display.stop();
+        // Not the command line's fault: the build, the registry, a signature, the output directory.
+        process.stderr.write(`gl-oci-publish: ${describeError(err)}\n`);
+        process.exitCode = 1;
+      }
     });
 
   program
