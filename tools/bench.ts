@@ -307,18 +307,28 @@ async function main(): Promise<void> {
       /** Bytes of the builds read from S3: answers to GETs of their objects and documents, not of the records. */
       const buildBytes = (log: Array<{ method: string; path: string; responseBytes?: number }>) =>
         log.filter((e) => e.method === 'GET' && /\/(objects|meta)\//.test(e.path)).reduce((n, e) => n + (e.responseBytes ?? 0), 0);
+      /** The machine's CPU time so far (all cores), busy and in all, from /proc/stat (in clock ticks). */
+      const machineCpu = async () => {
+        const fields = ((await readFile('/proc/stat', 'utf8')).split('\n')[0] as string).trim().split(/\s+/).slice(1).map(Number);
+        const total = fields.reduce((n, x) => n + x, 0);
+        return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+      };
       const publishTo = async (count: number) => {
         const regs = await Promise.all(Array.from({ length: count }, () => freshRegistry()));
         const s3Proxy = await startFaultProxy();
         s3Proxy.setUpstream((s3 as LocalS3).endpoint);
+        const before = await machineCpu();
         const r = await publishBoth(pubEnv(regs[0] as TestRegistry, { REGISTRY: regs.map((x) => `http://${x.host}/gardenlinux`).join(','), AWS_ENDPOINT_URL_S3: s3Proxy.url }));
+        const after = await machineCpu();
         const read = buildBytes(s3Proxy.log);
         await s3Proxy.close();
         for (const x of regs) await stopRegistry(x);
-        return { ...r, read };
+        return { ...r, read, busy: (after.busy - before.busy) / (after.total - before.total) };
       };
-      const cells = new Map<string, Array<{ ms: number; read: number; rss: number }>>();
-      const add = (k: string, v: { ms: number; read: number; maxRssKiB: number }) => cells.set(k, [...(cells.get(k) ?? []), { ms: v.ms, read: v.read, rss: v.maxRssKiB }]);
+      type Cell = { ms: number; read: number; rss: number; cpu: number; busy: number };
+      const cells = new Map<string, Cell[]>();
+      const add = (k: string, v: { ms: number; read: number; maxRssKiB: number; cpuMs: number; busy: number }) =>
+        cells.set(k, [...(cells.get(k) ?? []), { ms: v.ms, read: v.read, rss: v.maxRssKiB, cpu: v.cpuMs, busy: v.busy }]);
       for (let i = 1; i <= repeat; i++) {
         console.log(`targets round ${i} of ${repeat} ...`);
         // Each registry alone; the slowest of the three is what several at once are held against.
@@ -326,27 +336,27 @@ async function main(): Promise<void> {
         for (let k = 0; k < 3; k++) alone.push(await publishTo(1));
         const slowest = alone.reduce((a, b) => (b.ms > a.ms ? b : a));
         add('1', slowest);
-        cells.set('slowest', [...(cells.get('slowest') ?? []), { ms: slowest.ms, read: slowest.read, rss: slowest.maxRssKiB }]);
         for (const n of [2, 3]) {
           const r = await publishTo(n);
           add(String(n), r);
           console.log(`  ${n} registries: ${(r.ms / 1000).toFixed(2)} s, ${human(r.read)} read (alone, slowest: ${(slowest.ms / 1000).toFixed(2)} s)`);
         }
       }
-      const medOf = (k: string, f: (x: { ms: number; read: number; rss: number }) => number) => med((cells.get(k) ?? []).map(f));
-      const one = { ms: medOf('slowest', (x) => x.ms), rss: medOf('1', (x) => x.rss) };
+      const medOf = (k: string, f: (x: Cell) => number) => med((cells.get(k) ?? []).map(f));
+      const one = { ms: medOf('1', (x) => x.ms), rss: medOf('1', (x) => x.rss), cpu: medOf('1', (x) => x.cpu) };
       const rows = ['1', '2', '3'].map((n) => {
         const ms = medOf(n, (x) => x.ms);
         const rss = medOf(n, (x) => x.rss);
-        return `| ${n} | ${human(medOf(n, (x) => x.read))} | ${(ms / 1000).toFixed(2)} s | **${(ms / one.ms).toFixed(2)}** | ${(rss / 1024).toFixed(0)} MiB | **${(rss / one.rss).toFixed(2)}** |`;
+        const cpu = medOf(n, (x) => x.cpu);
+        return `| ${n} | ${human(medOf(n, (x) => x.read))} | ${(ms / 1000).toFixed(2)} s | **${(ms / one.ms).toFixed(2)}** | ${(rss / 1024).toFixed(0)} MiB | **${(rss / one.rss).toFixed(2)}** | ${(cpu / 1000).toFixed(2)} s (${(cpu / one.cpu).toFixed(2)}) | ${Math.round(medOf(n, (x) => x.busy) * 100)}% |`;
       });
       const table = [
-        '| registries | bytes read from S3 | time (first publication, both builds) | time / slowest registry alone | peak RSS | RSS / one registry |',
-        '|---|---|---|---|---|---|',
+        '| registries | bytes read from S3 | time (first publication, both builds) | time / slowest registry alone | peak RSS | RSS / one registry | publisher CPU (/ one registry) | machine CPU busy |',
+        '|---|---|---|---|---|---|---|---|',
         ...rows,
       ].join('\n');
       const heading = `## Several registries, ${human(size)} raw image, ${human(layerSize)} container layer`;
-      const section = `${heading}\n\nMachine: ${machine}. Run on ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- --targets --size ${option('size', '1GiB')} --layer ${option('layer', '200MiB')} --repeat ${repeat}\`: medians of ${repeat} rounds; each round publishes both builds to each of three fresh registries alone, then to two and to three at once. Bytes read: the answers of S3 to reads of the builds' objects and documents (${human(fileBytes)} of files), counted by a proxy in front of it. The row for one registry is the slowest of the three alone.\n\n${table}\n`;
+      const section = `${heading}\n\nMachine: ${machine}. Run on ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- --targets --size ${option('size', '1GiB')} --layer ${option('layer', '200MiB')} --repeat ${repeat}\`: medians of ${repeat} rounds; each round publishes both builds to each of three fresh registries alone, then to two and to three at once. Bytes read: the answers of S3 to reads of the builds' objects and documents (${human(fileBytes)} of files), counted by a proxy in front of it. The row for one registry is the slowest of the three alone. Publisher CPU: both publisher processes; machine CPU busy: all processes (publisher, registries, S3, proxy) over all cores while they ran.\n\n${table}\n`;
       console.log(`\n${section}`);
       if (write) await writeSection(heading, section);
       return;

@@ -11,7 +11,7 @@ import { OciLayoutTarget } from '../../functions/target/oci-layout-target';
 import { Logger } from '../../functions/util/log';
 import { s3Event } from '../../tools/local-s3';
 import { sampleBuild, writeBuildDir } from '../../tools/sample-builds';
-import { main } from '../../functions/publish/cli';
+import { cliInProcess } from '../helpers/cli-in-process';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { parse, sha256 } from '../helpers/expectations';
 import { installCli, type InstalledCli } from '../helpers/installed-cli';
@@ -24,27 +24,6 @@ interface Run {
   stderr: string;
 }
 
-/**
- * The CLI's main() in this process, with the environment of a shell that has `env` set, and what it wrote and the
- * exit status it set. For the many cases that stop before any job (usage errors): a process each would cost the
- * CLI's start-up each time. The processes' own exit statuses are checked by the spawned runs of the other tests.
- */
-async function inProcess(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const saved = { env: process.env, stdout: process.stdout.write, stderr: process.stderr.write };
-  const out = { stdout: '', stderr: '' };
-  process.env = { ...process.env, REGISTRY: '', ...env };
-  process.stdout.write = ((chunk: string | Uint8Array) => ((out.stdout += String(chunk)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => ((out.stderr += String(chunk)), true)) as typeof process.stderr.write;
-  try {
-    await main(['node', 'gl-oci-publish', ...args]);
-    return { code: typeof process.exitCode === 'number' ? process.exitCode : 0, ...out };
-  } finally {
-    process.env = saved.env;
-    process.stdout.write = saved.stdout;
-    process.stderr.write = saved.stderr;
-    process.exitCode = undefined;
-  }
-}
 
 /** The CLI as installed from the package (installed-cli.ts), set up before the tests; the checkout's own bin once. */
 let installed: InstalledCli | undefined;
@@ -260,7 +239,7 @@ describe('gl-oci-publish (CLI)', () => {
     // In this process, one after the other (they share process.env and the output streams); a few of them again as
     // processes of their own below, for the exit status the shell sees.
     for (const c of cases) {
-      const r = await inProcess(c.args, c.env);
+      const r = await cliInProcess(c.args, c.env);
       const lines = r.stderr.split('\n').filter((l) => l !== '');
       const problems = [
         ...(r.code === 2 ? [] : [`exit ${r.code}`]),

@@ -11,46 +11,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { VerifyReport } from '../../functions/orchestration/verify-release';
-import { main } from '../../functions/publish/cli';
 import { createHandler } from '../../functions/publish/handler';
 import type { HandlerResult } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
+import { cliInProcess, type CliRun } from '../helpers/cli-in-process';
 import { clientSandbox, type ClientSandbox } from '../helpers/clients';
 import { sha256 } from '../helpers/expectations';
 import { firstJob } from '../helpers/jobs';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 import { ALIAS_TAGS, assertVerified, CONTAINER_REPOSITORIES, publishSignedRelease, SUB, tagDigests, verifyAt, VERSION, type SignedRelease } from '../helpers/signed-release';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** The CLI's main() in this process (a process each would cost the CLI's start-up), with what it printed and its exit status. */
-async function cli(args: string[]): Promise<Run> {
-  const saved = { env: process.env, stdout: process.stdout.write, stderr: process.stderr.write };
-  const out = { stdout: '', stderr: '' };
-  process.env = { ...process.env, REGISTRY: '' };
-  // The CLI writes text; the test runner's own reports (bytes, written meanwhile by this process) go where they go.
-  const capture = (stream: NodeJS.WriteStream, write: typeof process.stdout.write, into: 'stdout' | 'stderr') =>
-    ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-      if (typeof chunk !== 'string') return (write as (...a: unknown[]) => boolean).call(stream, chunk, ...rest);
-      out[into] += chunk;
-      return true;
-    }) as typeof process.stdout.write;
-  process.stdout.write = capture(process.stdout, saved.stdout, 'stdout');
-  process.stderr.write = capture(process.stderr, saved.stderr, 'stderr');
-  try {
-    await main(['node', 'gl-oci-publish', ...args]);
-    return { code: typeof process.exitCode === 'number' ? process.exitCode : 0, ...out };
-  } finally {
-    process.env = saved.env;
-    process.stdout.write = saved.stdout;
-    process.stderr.write = saved.stderr;
-    process.exitCode = undefined;
-  }
-}
+/** The CLI's main() in this process, with what it printed and its exit status. */
+const cli = (args: string[]): Promise<CliRun> => cliInProcess(args);
 
 describe('copy: a release through an OCI layout and an OCI archive', () => {
   let registry: TestRegistry;

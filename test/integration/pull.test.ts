@@ -19,11 +19,11 @@ import YAML from 'yaml';
 import { parseMetadata, type BuildMetadata } from '../../functions/gardenlinux/metadata';
 import { parseReleaseFile } from '../../functions/gardenlinux/release-file';
 import type { PullResult } from '../../functions/orchestration/pull-build';
-import { main } from '../../functions/publish/cli';
 import { createHandler } from '../../functions/publish/handler';
 import type { JobSummary } from '../../functions/publish/run-job';
 import { mapLimit } from '../../functions/util/limiter';
 import { sampleBuild, type SampleBuild } from '../../tools/sample-builds';
+import { cliInProcess, type CliRun } from '../helpers/cli-in-process';
 import { sha256 } from '../helpers/expectations';
 import { firstJob } from '../helpers/jobs';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
@@ -33,39 +33,7 @@ const LOCAL = 'local-directory';
 const FIXTURES = 'test/fixtures/metadata';
 const contents = JSON.parse(readFileSync(`${FIXTURES}/contents.json`, 'utf8')) as Record<string, string>;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-/**
- * The CLI's main() in this process, as cli.test.ts runs it: what it wrote and the exit status it set. Only text is
- * captured: the test runner's own messages on stdout (binary, when it runs this file as a child) pass through.
- */
-async function inProcess(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const saved = { env: process.env, stdout: process.stdout.write, stderr: process.stderr.write, exitCode: process.exitCode };
-  const out = { stdout: '', stderr: '' };
-  const capture = (stream: 'stdout' | 'stderr', original: typeof process.stdout.write) =>
-    ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-      if (typeof chunk !== 'string') return (original as (...a: unknown[]) => boolean).call(process[stream], chunk, ...rest);
-      out[stream] += chunk;
-      return true;
-    }) as typeof process.stdout.write;
-  process.env = { ...process.env, REGISTRY: '', SIGNING_KEY: '', VERIFY_PUBLIC_KEY: '', ...env };
-  process.exitCode = undefined;
-  process.stdout.write = capture('stdout', saved.stdout);
-  process.stderr.write = capture('stderr', saved.stderr);
-  try {
-    await main(['node', 'gl-oci-publish', ...args]);
-    return { code: typeof process.exitCode === 'number' ? process.exitCode : 0, ...out };
-  } finally {
-    process.env = saved.env;
-    process.stdout.write = saved.stdout;
-    process.stderr.write = saved.stderr;
-    process.exitCode = saved.exitCode;
-  }
-}
 
 /** A build to publish and pull back: its files' bytes and its metadata document. */
 interface Case {
@@ -134,8 +102,8 @@ describe('pull: a build back out of the registry', () => {
   const cases: Case[] = samples.map(fromSample);
 
   const registryArg = () => `http://${registry.host}/${REPO}`;
-  const pull = (base: string, to: string, ...more: string[]) => inProcess(['-r', registryArg(), '--json', 'pull', base, '--to', to, ...more]);
-  const pulled = (r: Run): PullResult => {
+  const pull = (base: string, to: string, ...more: string[]) => cliInProcess(['-r', registryArg(), '--json', 'pull', base, '--to', to, ...more]);
+  const pulled = (r: CliRun): PullResult => {
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as PullResult;
   };
@@ -346,7 +314,7 @@ describe('pull: a build back out of the registry', () => {
         [['pull', base, '--to', dir, '--public-key', join(dir, 'missing.pub')], /--public-key: cannot read the public key .*missing\.pub/],
         [['pull', base, '--to', dir, '--public-key', keys.notAKey], /--public-key: .*notAKey\.pub is not a PEM public key/],
       ] as const) {
-        const r = await inProcess(['-r', registryUrl, ...args]);
+        const r = await cliInProcess(['-r', registryUrl, ...args]);
         assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
         assert.match(r.stderr, /^gl-oci-publish: [^\n]+\n$/, 'one line');
         assert.match(r.stderr, says);
