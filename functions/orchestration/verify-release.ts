@@ -305,6 +305,12 @@ async function checkPlatform(target: Target, entry: Descriptor, config: Descript
 }
 
 function checkRecords(listed: Listed, index: ImageIndex, add: Add): void {
+  const named = index.manifests.filter((m) => m.annotations?.cname !== undefined).length;
+  if (listed.records.length === 0 && listed.retractions.length === 0 && named > 0) {
+    // A copy (or another tool's publication) brings no records: said once, not once per entry.
+    add('warning', 'record', index.manifests[0]?.annotations?.cname ?? '', `no publisher records for this version here (a copy, or another tool published it): its ${named} Garden Linux entries were checked in the registry only`);
+    return;
+  }
   const digests = new Set(index.manifests.map((m) => m.digest));
   const retracted = listed.retractions.map((r) => ({ base: r.base, digests: r.digests }));
   const effective = effectiveRecords(listed.records, { retracted });
