@@ -1,6 +1,7 @@
 /** What a publication needs from outside, and what it counts while it runs. */
 import type { AliasTemplate } from '../gardenlinux/release-aliases';
 import type { Signer } from '../signing/signer';
+import type { Clock } from '../util/clock';
 import type { ObjectStore } from '../storage/object-store';
 import type { StateStore } from '../storage/state-store';
 import type { TargetSet } from '../target/target';
@@ -49,6 +50,11 @@ export interface PublishContext {
   progress?: TransferObserver;
   /** release aliases moved after the version index (ALIAS_TAGS) */
   aliasTemplates?: readonly AliasTemplate[];
+  /** with several destinations: how long one may take no bytes while the others wait (REGISTRY_TIMEOUT_SECONDS) */
+  stallMs?: number;
+  /** the clock and random source of the rounds of convergence and aliases (a simulation's; else the system's) */
+  clock?: Clock;
+  random?: () => number;
 }
 
 export interface Destination {

@@ -32,6 +32,7 @@ import type { ObjectInfo } from '../storage/object-store';
 import type { Retraction, StateStore, VersionEntry } from '../storage/state-store';
 import type { Target } from '../target/target';
 import { systemClock, type Clock } from '../util/clock';
+import { guards } from '../util/guards';
 import { TimeoutError, type Deadline } from '../util/deadline';
 import { InputError, PublishError } from '../util/errors';
 import { mapLimit } from '../util/limiter';
@@ -168,7 +169,8 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
     };
     const writes = await writeRound(o, state, gone, round, own, snapshot, beforeWrite);
     snapshot = writes.snapshot;
-    if (writes.count === 0) {
+    if (writes.count > 0) changed = true;
+    if (writes.count === 0 || !guards.relistAfterWrite) {
       const tags = [...own.tags.values()];
       return {
         update: {
@@ -184,7 +186,6 @@ export async function convergeVersion(o: ConvergeOptions): Promise<{ update: Ind
         records: state.records,
       };
     }
-    changed = true;
     const ceiling = Math.min(ROUND_BACKOFF.maxMs, ROUND_BACKOFF.baseMs * 2 ** (round - 1));
     const pause = Math.min(Math.round(ceiling * random()), Math.max(0, o.deadline.finalLeft() - ROUND_MS / 2));
     await clock.sleep(pause, o.deadline.finalSignal);
@@ -354,7 +355,11 @@ function tagsToKeep(o: ConvergeOptions, state: Round, ex: RenderOptions): Return
   // the tag it may have written.
   const platform = o.own.platform;
   if (platform === undefined) return [];
-  return all.filter((t) => t.entry.platform?.architecture === platform.architecture && t.entry.platform?.os === platform.os);
+  const mine = all.filter((t) => t.entry.platform?.architecture === platform.architecture && t.entry.platform?.os === platform.os);
+  if (guards.olderBuildTagCheck) return mine;
+  // Without the check: the writer's own image goes to its platform's tag, newest or not.
+  const record = state.records.find((r) => r.base === o.own?.base);
+  return mine.map((t) => (record?.container ? { ...t, entry: record.container, base: record.base } : t));
 }
 
 /**

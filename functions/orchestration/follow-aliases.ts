@@ -33,6 +33,7 @@ import { pythonJson } from '../oci/python-json';
 import type { StateStore } from '../storage/state-store';
 import type { FetchedManifest, Target } from '../target/target';
 import { systemClock, type Clock } from '../util/clock';
+import { guards } from '../util/guards';
 import { TimeoutError, type Deadline } from '../util/deadline';
 import { IntegrityError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
@@ -197,7 +198,7 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
     const due = plans.some((p) => p.current !== p.source.manifest.digest || p.arches.some((a) => a.current !== a.digest));
     // Decided on a listing older than the aliases read: written only when a listing and the indexes read after
     // them say the same (the file's header says why).
-    const stale = due && !(await unchangedSince(o, versions, reader));
+    const stale = due && guards.aliasStaleListing && !(await unchangedSince(o, versions, reader));
     let writes = 0;
     const updates: AliasUpdate[] = [];
     for (const plan of plans) {

@@ -21,6 +21,8 @@ import { Mirror, type MirrorMember } from '../target/mirrored-targets';
 import type { Target, TargetSet } from '../target/target';
 import { isRetryable } from '../registry/errors';
 import { describeError, errorCode, InputError, IntegrityError, PublishError, SourceError } from '../util/errors';
+import type { Clock } from '../util/clock';
+import { guards } from '../util/guards';
 import { mapLimit } from '../util/limiter';
 import type { Logger } from '../util/log';
 import type { Destination, PublishContext } from './context';
@@ -102,10 +104,11 @@ export async function publishBuild(ctx: PublishContext, key: string, options: { 
   const build = parsed.build;
   const retractions = await Promise.all(ctx.destinations.map((d) => ctx.state.getRetraction(d.targets.main.id, build.name.version, base)));
   const refusal = (r: { retractedAt: string }): string => `${base} was retracted on ${r.retractedAt}; publish it by hand (action "publish") to restore it`;
-  const wanted = ctx.destinations.filter((_, i) => !(retractions[i] && !options.byHand));
+  const refused = (i: number): boolean => retractions[i] !== undefined && !options.byHand && guards.retractionCheck;
+  const wanted = ctx.destinations.filter((_, i) => !refused(i));
   const passedOver: TargetResult[] = ctx.destinations.flatMap((d, i) => {
     const r = retractions[i];
-    return r && !options.byHand ? [{ ...emptyTarget(d), outcome: 'skipped' as const, reason: refusal(r) }] : [];
+    return r && refused(i) ? [{ ...emptyTarget(d), outcome: 'skipped' as const, reason: refusal(r) }] : [];
   });
   if (wanted.length === 0) {
     const first = retractions.find((r) => r !== undefined) as { retractedAt: string };
@@ -122,7 +125,7 @@ export async function publishBuild(ctx: PublishContext, key: string, options: { 
 
   const stats = new TransferStats(log, files.reduce((n, f) => n + f.size, 0));
   try {
-    return await publishFiles(ctx, log, build, files, stats, doc.info.lastModified, wanted, passedOver);
+    return await publishFiles(ctx, log, build, files, stats, doc.info.lastModified, wanted, passedOver, options.byHand === true);
   } finally {
     Object.assign(ctx.counters, {
       bytesUploaded: stats.bytesUploaded,
@@ -161,6 +164,7 @@ async function publishFiles(
   lastModified: Date | undefined,
   wanted: readonly Destination[],
   passedOver: readonly TargetResult[],
+  byHand: boolean,
 ): Promise<BuildResult> {
   const base = build.name.base;
   const containerRepo = ctx.containerRepositories[build.name.flavor];
@@ -172,31 +176,76 @@ async function publishFiles(
     index: [index.main, ...(archive && containerRepo ? [index.repository(containerRepo)] : [])],
   });
 
+  const stopping = (): boolean => ctx.deadline.signal.aborted;
   const mirror = new Mirror(
     wanted.map((d) => d.targets),
     log,
-    () => ctx.deadline.signal.aborted,
+    stopping,
+    ctx.stallMs,
   );
-  let blobs: Blobs;
-  let before: Map<number, Array<IndexSnapshot | undefined>>;
+  const before = new Map<number, Array<IndexSnapshot | undefined>>();
+  let blobs: Blobs | undefined;
   try {
-    ({ blobs, before } = await readAndTransfer(ctx, log, build, files, stats, archive, containerRepo, mirror, wanted, places));
+    blobs = await readAndTransfer(ctx, log, build, files, stats, archive, containerRepo, mirror, wanted, places, before);
   } catch (err) {
-    // Every destination failed: with several, each says why in its own result.
-    if (wanted.length === 1 || ctx.deadline.signal.aborted || mirror.live().length > 0) throw err;
-    blobs = { layers: [] };
-    before = new Map();
+    // With one destination its failure is the job's; with several, a mirror throws only once every destination
+    // failed (each says why in its own result), or for the source's own failure, which is the job's.
+    if (wanted.length === 1 || stopping() || mirror.live().length > 0) throw err;
   }
 
-  // 3.-5. Manifests, signatures, records, indexes and aliases: in each destination on its own.
-  const finishing = wanted.map(async (d, i): Promise<TargetResult> => {
-    const member = mirror.members[i] as MirrorMember;
-    if (member.failure !== undefined) throw member.failure;
-    const single = wanted.length === 1;
+  const single = wanted.length === 1;
+  const finishIn = async (i: number, got: Blobs, member: MirrorMember): Promise<TargetResult> => {
+    const d = wanted[i] as Destination;
     const moved = single ? stats : { blobsUploaded: member.counters.blobsUploaded, manifestsWritten: 0 };
-    const r = await finish(ctx, log, build, blobs, places(d.targets, d.indexTargets), containerRepo, before.get(i) ?? [], stats, moved, lastModified);
+    const r = await finish(ctx, log, build, got, places(d.targets, d.indexTargets), containerRepo, before.get(i) ?? [], stats, moved, lastModified, byHand);
     const counted = single ? { bytesUploaded: stats.bytesUploaded, blobsUploaded: stats.blobsUploaded, blobsSkipped: stats.blobsSkipped } : member.counters;
     return { target: d.targets.main.display, ...r, ...counted };
+  };
+  // 3.-5. Manifests, signatures, records, indexes and aliases: in each destination on its own, at once. A
+  // destination that failed on the way for a reason that may pass (a 503, a reset, a stall) gets one more round of
+  // uploads on its own meanwhile (it reads again only what it still lacks), then the same.
+  const again = single || stopping() ? [] : mirror.members.flatMap((m, i) => (m.failure !== undefined && isRetryable(m.failure) ? [i] : []));
+  const catchUp = again.length > 0 ? retryUploads(again) : undefined;
+  async function retryUploads(indices: number[]): Promise<Map<number, Blobs>> {
+    log.warn('a destination failed during the uploads; trying it once more on its own', { targets: indices.map((i) => (wanted[i] as Destination).targets.main.display) });
+    const retry = new Mirror(
+      indices.map((i) => (wanted[i] as Destination).targets),
+      log,
+      stopping,
+      ctx.stallMs,
+    );
+    let got: Blobs | undefined;
+    try {
+      got = await transferBlobs(new FileTransfer(ctx, stats, log), log, build, files, archive, retry, containerRepo);
+    } catch (err) {
+      if (stopping()) throw err;
+      // One member's failure is thrown, not recorded; the source's failure is every member's here.
+      for (const r of retry.members) r.failure ??= err;
+    }
+    const ok = new Map<number, Blobs>();
+    for (const [k, i] of indices.entries()) {
+      const m = mirror.members[i] as MirrorMember;
+      const r = retry.members[k] as MirrorMember;
+      m.counters.bytesUploaded += r.counters.bytesUploaded;
+      m.counters.blobsUploaded += r.counters.blobsUploaded;
+      m.counters.blobsSkipped += r.counters.blobsSkipped;
+      if (r.failure !== undefined || got === undefined) {
+        m.failure = r.failure ?? m.failure;
+        continue;
+      }
+      delete m.failure;
+      ok.set(i, got);
+    }
+    return ok;
+  }
+  const finishing = wanted.map(async (_d, i): Promise<TargetResult> => {
+    const member = mirror.members[i] as MirrorMember;
+    if (member.failure === undefined && blobs !== undefined) return finishIn(i, blobs, member);
+    if (catchUp && again.includes(i)) {
+      const got = (await catchUp).get(i);
+      if (got) return finishIn(i, got, member);
+    }
+    throw member.failure;
   });
   if (wanted.length === 1 && passedOver.length === 0) {
     const r = await (finishing[0] as Promise<TargetResult>);
@@ -257,7 +306,8 @@ async function readAndTransfer(
   mirror: Mirror,
   wanted: readonly Destination[],
   places: (targets: TargetSet, index: TargetSet) => Places,
-): Promise<{ blobs: Blobs; before: Map<number, Array<IndexSnapshot | undefined>> }> {
+  before: Map<number, Array<IndexSnapshot | undefined>>,
+): Promise<Blobs> {
   const version = build.name.version;
   const checkIndex = async (t: Target): Promise<IndexSnapshot | undefined> => {
     // Also refuses early a tag that holds something other than an index.
@@ -271,7 +321,7 @@ async function readAndTransfer(
   const [indexesBefore] = await Promise.all([
     mirror.each('reading the version index', (_m, i) => Promise.all(places((wanted[i] as Destination).targets, (wanted[i] as Destination).indexTargets).index.map(checkIndex))),
   ]);
-  const before = new Map(indexesBefore.map((r) => [r.index, r.value]));
+  for (const r of indexesBefore) before.set(r.index, r.value);
   log.info('publishing build', {
     files: files.length,
     bytes: stats.totalBytes,
@@ -283,33 +333,12 @@ async function readAndTransfer(
 
   // 2. Blobs, several at once, from one read for every destination.
   const transfer = new FileTransfer(ctx, stats, log);
-  const blobs = await transferBlobs(transfer, log, build, files, archive, mirror, containerRepo);
-  // A destination that failed on the way for a reason that may pass (a registry's 503, a reset) gets one more
-  // round on its own: it reads again only what it still lacks.
-  const again = mirror.members.filter((m) => m.failure !== undefined && isRetryable(m.failure));
-  if (again.length > 0 && !ctx.deadline.signal.aborted) {
-    log.warn('a destination failed during the uploads; trying it once more', { targets: again.map((m) => m.targets.main.display) });
-    const retry = new Mirror(
-      again.map((m) => m.targets),
-      log,
-      () => ctx.deadline.signal.aborted,
-    );
-    try {
-      await transferBlobs(new FileTransfer(ctx, stats, log), log, build, files, archive, retry, containerRepo);
-    } catch {
-      // Each member's failure is on record in `retry`.
-    }
-    for (const [k, m] of again.entries()) {
-      const r = retry.members[k] as MirrorMember;
-      if (r.failure === undefined) delete m.failure;
-      else m.failure = r.failure;
-      m.counters.bytesUploaded += r.counters.bytesUploaded;
-      m.counters.blobsUploaded += r.counters.blobsUploaded;
-      m.counters.blobsSkipped += r.counters.blobsSkipped;
-    }
-  }
+  return transferBlobs(transfer, log, build, files, archive, mirror, containerRepo);
+}
 
-  return { blobs, before };
+/** The clock and random source of the context, for the rounds of convergence and aliases (a simulation sets them). */
+function timing(ctx: PublishContext): { clock?: Clock; random?: () => number } {
+  return { ...(ctx.clock ? { clock: ctx.clock } : {}), ...(ctx.random ? { random: ctx.random } : {}) };
 }
 
 /** The parts of a destination's result that a build's result carries as they are. */
@@ -393,6 +422,7 @@ async function finish(
   stats: TransferStats,
   moved: { blobsUploaded: number; manifestsWritten: number },
   lastModified: Date | undefined,
+  byHand: boolean,
 ): Promise<Omit<TargetResult, 'target' | 'bytesUploaded' | 'blobsUploaded' | 'blobsSkipped'>> {
   const base = build.name.base;
   const version = build.name.version;
@@ -417,16 +447,24 @@ async function finish(
   result.manifest = { repository: main.display, tag: glTag, digest: manifest.digest };
 
   // Signatures before the records: no version index names an artifact manifest without its signature.
-  if (ctx.signer) {
+  const sign = async (): Promise<void> => {
+    if (!ctx.signer) return;
     result.signatures = [await ensureSignature(main, manifest.digest, ctx.signer, transfer, log)];
     if (image !== undefined && ctx.signContainerImages) {
       result.signatures.push(await ensureSignature(imageTarget, image.manifest.digest, ctx.signer, transfer, log));
     }
-  }
+  };
+  if (guards.signatureBeforeRecord) await sign();
 
-  // 4. Records, then 5. the version indexes. A retraction goes first: the build is wanted again.
+  // 4. Records, then 5. the version indexes. By hand, a retraction goes first: the build is wanted again. Else a
+  // retraction found now was made while this publication ran (a repeated S3 event, say): it stands, and nothing is
+  // recorded (a retraction made later still wins: its marker keeps the record out of every index).
   for (const t of where.index) {
     if (await ctx.state.getRetraction(t.id, version, base)) {
+      if (!byHand && guards.retractionCheck) {
+        log.info('the build was retracted while it was being published: it stays retracted', { repository: t.display, version });
+        return { ...result, outcome: 'skipped', reason: `${base} was retracted while it was being published; publish it by hand to restore it` };
+      }
       log.info('publishing a retracted build by hand: it is restored', { repository: t.display, version });
       await ctx.state.deleteRetraction(t.id, version, base);
     }
@@ -456,9 +494,10 @@ async function finish(
       own,
       buildTimeOf: metadataBuildTime(ctx.source),
       ...(known ? { known } : {}),
+      ...timing(ctx),
     });
     result.indexes.push(update);
-    const aliases = await followAliases({ state: ctx.state, target: t, version, templates: ctx.aliasTemplates ?? [], logger: log, deadline: ctx.deadline });
+    const aliases = await followAliases({ state: ctx.state, target: t, version, templates: ctx.aliasTemplates ?? [], logger: log, deadline: ctx.deadline, ...timing(ctx) });
     if (aliases.length > 0) (result.releaseAliases ??= []).push(...aliases);
     if (containerEntry && t.id === imageTarget.id) {
       const tag = containerTag(build.name);
@@ -466,6 +505,8 @@ async function finish(
       result.container = { repository: t.display, tag, digest: containerEntry.digest, tagged: holder?.digest === containerEntry.digest };
     }
   }
+
+  if (!guards.signatureBeforeRecord) await sign();
 
   const changed =
     moved.blobsUploaded > 0 ||

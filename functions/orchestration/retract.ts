@@ -37,23 +37,28 @@ export async function retractBuild(
   base: string,
   logger: Logger,
   deadline: Deadline,
-  options: { clock?: Clock; buildTimeOf?: (cname: string) => Promise<string | undefined>; aliasTemplates?: readonly AliasTemplate[] } = {},
+  options: { clock?: Clock; random?: () => number; buildTimeOf?: (cname: string) => Promise<string | undefined>; aliasTemplates?: readonly AliasTemplate[] } = {},
 ): Promise<RetractResult> {
   const { version } = parseBaseName(base);
   const main = targets[0] as Target;
-  const found = await Promise.all(targets.map(async (target) => ({ target, record: await state.getRecord(target.id, version, base) })));
+  const found = await Promise.all(
+    targets.map(async (target) => ({ target, record: await state.getRecord(target.id, version, base), retraction: await state.getRetraction(target.id, version, base) })),
+  );
   const inIndex = (await readVersionIndex(main, version))?.index.manifests.some((m) => m.annotations?.cname === base) ?? false;
-  if (!found.some((f) => f.record !== undefined) && !inIndex) {
+  // A retraction that stopped half way (killed, timed out) left its marks: the run again finishes it.
+  const begun = found.some((f) => f.retraction !== undefined);
+  if (!found.some((f) => f.record !== undefined) && !inIndex && !begun) {
     throw new InputError(`no record of ${base} and no entry of ${main.display}:${version} names it: there is nothing to retract`);
   }
   const { aliasTemplates = [], ...converge } = options;
   const retractedAt = new Date().toISOString();
   const result: RetractResult = { base, version, repositories: [], indexes: [] };
-  for (const { target, record } of found) {
-    if (record === undefined && target !== main) continue;
+  for (const { target, record, retraction } of found) {
+    if (record === undefined && retraction === undefined && target !== main) continue;
     const digests = [record?.gardenlinux?.digest, record?.container?.digest].filter((d): d is string => d !== undefined);
-    // The retraction before the record goes: a writer listing in between sees one or both, never neither.
-    await state.putRetraction(target.id, version, { base, retractedAt, digests });
+    // The retraction before the record goes: a writer listing in between sees one or both, never neither. One
+    // written by a run that stopped half way stays as it is (its digests were read from the record, now gone).
+    if (retraction === undefined || record !== undefined) await state.putRetraction(target.id, version, { base, retractedAt, digests });
     if (record) {
       await state.deleteRecord(target.id, version, base);
       result.repositories.push(target.display);
@@ -61,7 +66,16 @@ export async function retractBuild(
     logger.info('build retracted', { base, repository: target.display, version, digests });
     result.indexes.push((await convergeVersion({ state, target, version, logger, deadline, ...converge })).update);
     // The version's index changed: the aliases that hold it follow.
-    const aliases = await followAliases({ state, target, version, templates: aliasTemplates, logger, deadline, ...(options.clock ? { clock: options.clock } : {}) });
+    const aliases = await followAliases({
+      state,
+      target,
+      version,
+      templates: aliasTemplates,
+      logger,
+      deadline,
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.random ? { random: options.random } : {}),
+    });
     if (aliases.length > 0) (result.releaseAliases ??= []).push(...aliases);
   }
   return result;

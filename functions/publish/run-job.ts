@@ -12,6 +12,7 @@ import { verifyRelease, type VerifyReport } from '../orchestration/verify-releas
 import { displayLocation } from '../registry/location';
 import { StateStore } from '../storage/state-store';
 import type { Target, TargetSet } from '../target/target';
+import type { Clock } from '../util/clock';
 import { Deadline } from '../util/deadline';
 import { describeError, InputError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
@@ -95,6 +96,11 @@ function indexTargets(rt: Runtime, deadline: Deadline): TargetSet {
 /** Where reindex and retract find the build time of another tool's entries: the build bucket the payload names. */
 function buildTimesFrom(rt: Runtime, bucket: string | undefined): { buildTimeOf?: (cname: string) => Promise<string | undefined> } {
   return bucket === undefined ? {} : { buildTimeOf: metadataBuildTime(rt.storeFor(bucket)) };
+}
+
+/** The runtime's clock and random source, when a simulation set them. */
+function timing(rt: Runtime): { clock?: Clock; random?: () => number } {
+  return { ...(rt.clock ? { clock: rt.clock } : {}), ...(rt.random ? { random: rt.random } : {}) };
 }
 
 /** A job is not started with less time than this left. */
@@ -221,6 +227,8 @@ async function runIn(rt: Runtime, job: Job, logger: Logger, deadline: Deadline):
             aliasTemplates: rt.config.aliasTemplates,
             imageSource: rt.config.imageSource,
             ...(rt.progress ? { progress: rt.progress } : {}),
+            stallMs: rt.config.registryTimeoutMs,
+            ...timing(rt),
           },
           job.key,
           { byHand: job.origin === 'manual' },
@@ -247,8 +255,8 @@ async function runIn(rt: Runtime, job: Job, logger: Logger, deadline: Deadline):
           const listed = await state.listVersion(target.id, job.version);
           if (listed.length === 0 && target !== targets.main) continue;
           // By hand after an incident: every entry is checked to exist, so a deleted manifest leaves the index.
-          indexes.push((await convergeVersion({ state, target, version: job.version, logger, deadline, checkEntries: true, ...buildTimesFrom(rt, job.bucket) })).update);
-          releaseAliases.push(...(await followAliases({ state, target, version: job.version, templates: rt.config.aliasTemplates, logger, deadline })));
+          indexes.push((await convergeVersion({ state, target, version: job.version, logger, deadline, checkEntries: true, ...buildTimesFrom(rt, job.bucket), ...timing(rt) })).update);
+          releaseAliases.push(...(await followAliases({ state, target, version: job.version, templates: rt.config.aliasTemplates, logger, deadline, ...timing(rt) })));
         }
         const moved = aliasesMoved(releaseAliases);
         return done({ ...where, outcome: indexes.some((i) => i.changed) || moved ? 'published' : 'unchanged', indexes, ...(releaseAliases.length > 0 ? { releaseAliases } : {}) });
@@ -341,6 +349,7 @@ async function runIn(rt: Runtime, job: Job, logger: Logger, deadline: Deadline):
         const r = await retractBuild(state, allTargets(indexTargets(rt, deadline), rt), job.base, logger, deadline, {
           ...buildTimesFrom(rt, job.bucket),
           aliasTemplates: rt.config.aliasTemplates,
+          ...timing(rt),
         });
         return done({
           ...where,

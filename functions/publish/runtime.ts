@@ -17,6 +17,7 @@ import type { TargetSet } from '../target/target';
 import type { TransferObserver } from '../orchestration/context';
 import { displayLocation, type CopyLocation, type TargetLocation } from '../registry/location';
 import { InputError } from '../util/errors';
+import type { Clock } from '../util/clock';
 import type { Logger } from '../util/log';
 import type { Config } from './config';
 
@@ -32,6 +33,9 @@ export interface Runtime {
   signer?: Signer;
   /** the key `verify` checks signatures against: VERIFY_PUBLIC_KEY, else the signing key's */
   verifyKey?: KeyObject;
+  /** the clock and random source of the rounds of convergence and aliases: the system's unless a simulation sets them */
+  clock?: Clock;
+  random?: () => number;
   /** uploads as they go (the CLI's progress display) */
   progress?: TransferObserver;
 }

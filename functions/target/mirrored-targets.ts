@@ -11,6 +11,8 @@
  * What each destination moved is counted on its own, for the job's report per destination.
  */
 import { PassThrough, pipeline, type Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { RegistryError } from '../registry/errors';
 import { HashingTap } from '../oci/digest';
 import { expectedOf } from '../registry/blob-upload';
 import { describeError } from '../util/errors';
@@ -54,6 +56,8 @@ export class Mirror {
     private readonly logger: Logger,
     /** true: a failure is not held against a member (the signal that the whole job stops) */
     private readonly stopping: () => boolean = () => false,
+    /** how long a destination may take no bytes while the others wait, before it is set aside (a stalled registry) */
+    readonly stallMs: number = 60_000,
   ) {
     this.members = sets.map((targets) => ({ targets, counters: { bytesUploaded: 0, blobsUploaded: 0, blobsSkipped: 0 } }));
     this.has = sets.map(() => new Map());
@@ -133,7 +137,10 @@ class MirroredTarget implements Target {
       this.mirror.remember(i, digest, present);
       return present;
     });
-    return answers.every((a) => a.value);
+    const all = answers.every((a) => a.value);
+    // Every destination has it: the caller skips it, and so it counts for each.
+    if (all) for (const a of answers) a.member.counters.blobsSkipped++;
+    return all;
   }
 
   /** The digest a reference resolves to when it resolves to the same one in every live member. */
@@ -159,6 +166,9 @@ class MirroredTarget implements Target {
     });
     if (lacking.length === 0) {
       if (this.mirror.live().length === 0) await this.mirror.each('upload', async () => undefined);
+      // A source that can be read only once (a pass's sink) is read to its end all the same: its pass waits for
+      // every consumer.
+      if (blob.once) await finished((await blob.open()).resume());
       return { digest: known as string, size: blob.size };
     }
     const branches: Branch[] = lacking.map(() => ({ stream: new PassThrough({ highWaterMark: 1 << 20 }), taken: false }));
@@ -180,17 +190,19 @@ class MirroredTarget implements Target {
     const reading = (async () => {
       const source = await blob.open();
       pipeline(source, checked, () => undefined);
-      await tee(checked, branches.map((b) => b.stream));
+      await tee(checked, branches.map((b) => b.stream), this.mirror.stallMs);
     })();
     reading.catch(() => undefined);
     const uploads = lacking.map(({ m, i }, k) => {
       const branch = branches[k] as Branch;
       let current: HashingTap = checked;
+      // Counted for the destination once its upload succeeded: bytes of an attempt that failed are no upload.
+      let sent = 0;
       const child: BlobSource = {
         ...blob,
         checkedUpstream: () => current.complete,
         onBytes: (n) => {
-          m.counters.bytesUploaded += n;
+          sent += n;
           advance(k, n);
         },
         open: async () => {
@@ -209,6 +221,7 @@ class MirroredTarget implements Target {
       return this.pick(m)
         .pushBlob(child)
         .then((r) => {
+          m.counters.bytesUploaded += Math.min(sent, blob.size);
           m.counters.blobsUploaded++;
           this.mirror.remember(i, r.digest, true);
           return r;
@@ -267,7 +280,7 @@ class MirroredTarget implements Target {
  * Copies `source` into every branch, as fast as the slowest live branch takes it. A branch that is destroyed (its
  * destination finished or failed) is dropped; when none is left, the read stops with BranchGone.
  */
-async function tee(source: Readable, branches: PassThrough[]): Promise<void> {
+async function tee(source: Readable, branches: PassThrough[], stallMs: number): Promise<void> {
   const live = new Set(branches);
   try {
     for await (const data of source) {
@@ -278,7 +291,7 @@ async function tee(source: Readable, branches: PassThrough[]): Promise<void> {
           continue;
         }
         if (!b.write(chunk)) {
-          const ok = await drainedOrGone(b);
+          const ok = await drainedOrGone(b, stallMs);
           if (!ok) live.delete(b);
         }
       }
@@ -292,16 +305,24 @@ async function tee(source: Readable, branches: PassThrough[]): Promise<void> {
   }
 }
 
-/** Resolves true when `b` takes more, false when it went away first. */
-function drainedOrGone(b: PassThrough): Promise<boolean> {
+/**
+ * Resolves true when `b` takes more, false when it went away first. A branch that takes nothing for `stallMs` is
+ * cut off (its upload fails, retryably, and its destination is set aside): one stalled registry must not hold the
+ * others back for longer than that.
+ */
+function drainedOrGone(b: PassThrough, stallMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const done = (ok: boolean): void => {
+      clearTimeout(timer);
       b.off('drain', onDrain);
       b.off('close', onClose);
       resolve(ok);
     };
     const onDrain = (): void => done(true);
     const onClose = (): void => done(false);
+    const timer = setTimeout(() => {
+      b.destroy(new RegistryError(`took no bytes for ${Math.round(stallMs / 1000)} s while the other destinations waited`, { code: 'STALLED', retryable: true }));
+    }, stallMs);
     b.on('drain', onDrain);
     b.on('close', onClose);
   });

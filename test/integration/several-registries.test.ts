@@ -222,4 +222,41 @@ describe('one publication, several registries', () => {
       }
     }
   });
+
+  it('a registry that keeps failing after its one more round ends failed, with nothing of the build in its index', async () => {
+    const b = sampleBuild({ flavor: 'gcp', arch: 'amd64', commit: 'c0ffee05', imageSize: 5 * 1024 * 1024, lean: true });
+    await uploadBuild(s3.client, BUCKET, b);
+    refusal.rules.length = 0;
+    latency.rules.length = 0;
+    // Every large upload to the slow registry fails with a 503: retryable, but it does not pass.
+    latency.rules.push({ kind: 'upload-patch', minBodyBytes: 0, fault: { type: 'status', status: 503 }, times: Infinity });
+    latency.rules.push({ kind: 'upload-put', minBodyBytes: 1024 * 1024, fault: { type: 'status', status: 503 }, times: Infinity });
+    // Fewer retries than by default, to keep the test short; the outcome does not depend on how many.
+    const job = await run(destinations(), s3Event(BUCKET, `meta/singles/${b.base}`), 'oci-publisher/several/', undefined, { MAX_CONSECUTIVE_FAILURES: '2' });
+    latency.rules.length = 0;
+    assert.equal(job.outcome, 'failed');
+    const byTarget = new Map((job.targets ?? []).map((t) => [t.target, t]));
+    assert.equal(byTarget.get(`${good.host}/gl`)?.outcome, 'published');
+    assert.equal(byTarget.get(`${refusal.host}/gl`)?.outcome, 'published');
+    const bad = byTarget.get(`${latency.host}/gl`);
+    assert.equal(bad?.outcome, 'failed', 'not reported complete');
+    assert.equal(bad?.retryable, true, JSON.stringify(bad));
+    assert.match(bad?.error ?? '', /503/);
+    const index = (await (await fetch(`${slow.url}/v2/gl/manifests/1877.3`, { headers: { accept: 'application/vnd.oci.image.index.v1+json' } })).json()) as { manifests: Array<{ annotations?: Record<string, string> }> };
+    assert.ok(!index.manifests.some((m) => m.annotations?.cname === b.base), 'the slow registry names nothing of the build');
+  });
+
+  it('when every registry fails once on the way, each gets its one more round, and the job completes', async () => {
+    const b = sampleBuild({ flavor: 'azure', arch: 'amd64', commit: 'c0ffee06', imageSize: 5 * 1024 * 1024, lean: true });
+    await uploadBuild(s3.client, BUCKET, b);
+    for (const p of [refusal, latency]) {
+      p.rules.length = 0;
+      p.rules.push({ kind: 'upload-patch', minBodyBytes: 0, fault: { type: 'reset', afterBytes: 512 * 1024 }, times: 1 });
+    }
+    const read = { bytes: 0 };
+    const job = await publish([refusal.url, latency.url].map((u) => `${u}/gl`).join(','), b, 'oci-publisher/several/', read);
+    assert.equal(job.outcome, 'published', job.error);
+    assert.deepEqual((job.targets ?? []).map((t) => t.outcome), ['published', 'published']);
+    for (const p of [refusal, latency]) assert.ok(p.log.some((e) => e.faulted), 'the fault struck both');
+  });
 });

@@ -14,7 +14,7 @@ import { Logger } from '../../functions/util/log';
 const silent = new Logger({ sink: () => undefined });
 
 /** A target keeping blobs in memory; `fail` makes its uploads fail after that many bytes (0: at once). */
-function memoryTarget(name: string, options: { failAfter?: number; slowMs?: number } = {}): Target & { blobs: Map<string, Buffer>; pushes: number } {
+function memoryTarget(name: string, options: { failAfter?: number; slowMs?: number; stall?: boolean } = {}): Target & { blobs: Map<string, Buffer>; pushes: number } {
   const blobs = new Map<string, Buffer>();
   const t = {
     id: name,
@@ -33,7 +33,10 @@ function memoryTarget(name: string, options: { failAfter?: number; slowMs?: numb
       t.pushes++;
       const chunks: Buffer[] = [];
       let n = 0;
-      for await (const c of await blob.open()) {
+      const source = await blob.open();
+      // A stalled registry: takes the request and never reads its body.
+      if (options.stall) return new Promise<UploadResult>((_, reject) => source.once('error', reject));
+      for await (const c of source) {
         if (options.failAfter !== undefined && n + (c as Buffer).length > options.failAfter) throw new Error(`${name} refused the upload`);
         if (options.slowMs) await new Promise((r) => setTimeout(r, options.slowMs));
         chunks.push(c as Buffer);
@@ -130,5 +133,52 @@ describe('a mirror of several destinations', () => {
     const mirror = new Mirror([set(a)], silent);
     assert.equal(mirror.target(), a);
     await assert.rejects(mirror.each('x', async () => Promise.reject(new Error('down'))), /down/);
+  });
+
+  it('a once-only source is read to its end when every live destination has the blob (its pass would wait)', async () => {
+    const [a, b] = [memoryTarget('a'), memoryTarget('b', { failAfter: 0 })];
+    const digest = sha256Digest(data);
+    a.blobs.set(digest, data);
+    const mirror = new Mirror([set(a), set(b)], silent);
+    assert.equal(await mirror.target().hasBlob(digest), false, 'b lacks it');
+    // b fails on another blob meanwhile, and is set aside.
+    await mirror.target().pushBlob({ size: 3, what: 'other', open: source(Buffer.from('xyz'), { count: 0 }), once: true });
+    assert.equal(mirror.live().length, 1);
+    const sink = new PassThrough();
+    let read = 0;
+    const feeding = (async () => {
+      for (let i = 0; i < data.length; i += 65536) if (!sink.write(data.subarray(i, i + 65536))) await new Promise((r) => sink.once('drain', r));
+      sink.end();
+    })();
+    sink.on('data', (c: Buffer) => (read += c.length));
+    const r = await mirror.target().pushBlob({ digest, size: data.length, what: 'blob', open: async () => sink, once: true });
+    await feeding;
+    assert.equal(r.digest, digest);
+    assert.equal(read, data.length, 'the sink was read to its end');
+  });
+
+  it('a destination that takes no bytes is cut off after the stall time, and the others complete', async () => {
+    const [a, b] = [memoryTarget('a'), memoryTarget('b', { stall: true })];
+    const mirror = new Mirror([set(a), set(b)], silent, () => false, 200);
+    const started = Date.now();
+    const r = await mirror.target().pushBlob({ size: data.length, what: 'blob', open: source(data, { count: 0 }), once: true });
+    assert.ok(a.blobs.has(r.digest));
+    assert.ok(Date.now() - started < 5_000, 'not held back for long');
+    assert.match(String(mirror.members[1]?.failure), /took no bytes for 0 s while the other destinations waited/);
+    assert.equal((mirror.members[1]?.failure as { retryable?: boolean }).retryable, true, 'a stall may pass: retryable');
+  });
+
+  it('counts what each destination got: skips when all have a blob, bytes only of uploads that succeeded', async () => {
+    const [a, b] = [memoryTarget('a'), memoryTarget('b', { failAfter: 300_000 })];
+    const digest = sha256Digest(data);
+    const mirror = new Mirror([set(a), set(b)], silent);
+    await mirror.target().pushBlob({ digest, size: data.length, what: 'blob', open: source(data, { count: 0 }), once: true });
+    assert.deepEqual(mirror.members.map((m) => m.counters.bytesUploaded), [data.length, 0], 'the failed attempt counts no bytes');
+    const c = memoryTarget('c');
+    c.blobs.set(digest, data);
+    a.blobs.set(digest, data);
+    const both = new Mirror([set(a), set(c)], silent);
+    assert.equal(await both.target().hasBlob(digest), true);
+    assert.deepEqual(both.members.map((m) => m.counters.blobsSkipped), [1, 1]);
   });
 });
