@@ -198,11 +198,17 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
     const due = plans.some((p) => p.current !== p.source.manifest.digest || p.arches.some((a) => a.current !== a.digest));
     // Decided on a listing older than the aliases read: written only when a listing and the indexes read after
     // them say the same (the file's header says why).
-    const stale = due && guards.aliasStaleListing && !(await unchangedSince(o, versions, reader));
+    let stale = due && guards.aliasStaleListing && !(await unchangedSince(o, versions, reader, clock));
+    const checkedAt = clock.now();
+    // A write whose answer was slow makes the check old: the writes after it wait for the next round's check.
+    const fresh = (): boolean => {
+      if (guards.aliasStaleListing && clock.now() - checkedAt > FRESH_MS) stale = true;
+      return !stale;
+    };
     let writes = 0;
     const updates: AliasUpdate[] = [];
     for (const plan of plans) {
-      if (!stale && plan.current !== plan.source.manifest.digest) {
+      if (plan.current !== plan.source.manifest.digest && fresh()) {
         beforeWrite(o, clock, started);
         await put(o.target, plan.source.manifest, plan.alias);
         log(o, plan.alias, plan.version, plan.source.manifest.digest, plan.template, plan.source.index.manifests.length === 0);
@@ -211,10 +217,10 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
       }
       const tags: NonNullable<AliasUpdate['tags']> = [];
       for (const a of plan.arches) {
-        if (!stale && a.current !== a.digest) {
+        if (a.current !== a.digest && fresh()) {
           // Read only to be written: the bytes under the tag must be the image's own.
           const bytes = a.version === undefined ? EMPTY_INDEX : await o.target.getManifest(a.digest);
-          if (bytes) {
+          if (bytes && fresh()) {
             beforeWrite(o, clock, started);
             await put(o.target, bytes, a.tag);
             log(o, a.tag, a.version, a.digest, plan.template, a.version === undefined);
@@ -241,14 +247,22 @@ export async function followAliases(o: FollowOptions): Promise<AliasUpdate[]> {
   }
 }
 
-/** Whether the versions and every index the round read are as they were: listed and read again now. */
-async function unchangedSince(o: FollowOptions, versions: readonly string[], reader: IndexReader): Promise<boolean> {
+/**
+ * Whether the versions and every index the round read are as they were: listed and read again now. A check whose
+ * answers took long is no check: what it read may have changed since it was served (a slow answer), so the round
+ * plans again instead of writing on it.
+ */
+async function unchangedSince(o: FollowOptions, versions: readonly string[], reader: IndexReader, clock: Clock): Promise<boolean> {
+  const asked = clock.now();
   const now = await publishedVersions(o.state, o.target);
   if (now.length !== versions.length || now.some((v) => !versions.includes(v))) return false;
   const seen = [...reader.seen];
   const digests = await Promise.all(seen.map(([v]) => o.target.resolve(v)));
-  return seen.every(([, d], i) => digests[i] === d);
+  return seen.every(([, d], i) => digests[i] === d) && clock.now() - asked <= FRESH_MS;
 }
+
+/** How long the check before alias writes may take and still count (its requests take well under a second). */
+const FRESH_MS = 5_000;
 
 function log(o: FollowOptions, alias: string, version: string | undefined, digest: string, template: string, empty: boolean): void {
   if (empty) {

@@ -32,6 +32,8 @@ export interface JobSummary {
   error?: string;
   errorKind?: string;
   errorCode?: string;
+  /** for a failed destination of several: whether running the job again may help */
+  retryable?: boolean;
   manifest?: { repository: string; tag: string; digest: string };
   container?: BuildResult['container'];
   indexes?: IndexUpdate[];

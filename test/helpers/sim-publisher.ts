@@ -11,7 +11,7 @@ import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { metadataKey } from '../../functions/gardenlinux/naming';
+import { metadataKey, parseBaseName } from '../../functions/gardenlinux/naming';
 import { containerTags, renderVersionIndex, sameIndex } from '../../functions/gardenlinux/version-index';
 import { IndexSchema, parseJson } from '../../functions/oci/descriptor';
 import { loadConfig } from '../../functions/publish/config';
@@ -38,8 +38,10 @@ const LAMBDA_RETRIES = [60_000, 120_000];
 const REDRIVE_MS = 600_000;
 /** Lambda's timeout: an attempt still running then is killed */
 const TIMEOUT_MS = 900_000;
-/** attempts after which a job that keeps failing is a violation of its own (faults come and go; nothing should stay) */
-const MAX_ATTEMPTS = 12;
+/** attempts that faults and kills may strike (Lambda's three, two re-drives) */
+const FAULTY_ATTEMPTS = 5;
+/** attempts after which a job that keeps failing is a violation of its own: the faults have passed by then */
+const MAX_ATTEMPTS = FAULTY_ATTEMPTS + 2;
 
 const silent = new Logger({ sink: () => undefined });
 
@@ -146,7 +148,7 @@ function workload(random: () => number): { builds: SampleBuild[]; plan: Planned[
 
 export async function runSeed(seed: number, options: SimOptions = {}): Promise<SeedResult> {
   const world = new SimWorld(seed);
-  const faults = options.faults ?? { error: 0.004, throttle: 0.002, lost: 0.004, slow: 0.001 };
+  const faults = options.faults ?? { error: 0.004, throttle: 0.002, lost: 0.004, slow: 0.005 };
   world.faults.set(faults);
   const killRate = options.kill ?? 0.15;
   const { signer, publicKey } = await signingKey();
@@ -163,7 +165,23 @@ export async function runSeed(seed: number, options: SimOptions = {}): Promise<S
   const { builds, plan } = workload(random);
   // At every moment: an index stored under a version names only artifact manifests that are signed already.
   const moments: Violation[] = [];
+  // At every moment, until a retraction may have emptied a version: an alias never moves to a lower version.
+  let retracting = false;
+  const aliasHeld = new Map<string, number[]>();
+  const imageVersion = new Map(builds.flatMap((b) => (b.image ? [[b.image.manifestDigest, b.version] as const] : [])));
+  const versionKey = (v: string): number[] => v.split('.').map(Number);
+  const lower = (a: number[], b: number[]): boolean => (a[0] as number) < (b[0] as number) || (a[0] === b[0] && (a[1] as number) < (b[1] as number));
   world.registry.onTag = (repo, tag, bytes, mediaType) => {
+    if (/^(latest|\d+)$/.test(tag) && mediaType.includes('index') && !retracting) {
+      const entries = parseJson(IndexSchema, bytes, `${repo}:${tag}`).manifests;
+      const held = entries.map((m) => (m.annotations?.cname ? parseBaseName(m.annotations.cname).version : imageVersion.get(m.digest))).find((v) => v !== undefined);
+      if (held !== undefined) {
+        const key = `${repo}:${tag}`;
+        const before = aliasHeld.get(key);
+        if (before && lower(versionKey(held), before)) moments.push({ seed, invariant: 'an alias never moves down, at any moment', detail: `${key} moved from ${before.join('.')} to ${held} at ${world.clock.now()} ms` });
+        else aliasHeld.set(key, versionKey(held));
+      }
+    }
     if (!/^\d+\.\d+$/.test(tag) || !mediaType.includes('index')) return;
     for (const m of parseJson(IndexSchema, bytes, `${repo}:${tag}`).manifests) {
       const cname = m.annotations?.cname;
@@ -197,11 +215,16 @@ export async function runSeed(seed: number, options: SimOptions = {}): Promise<S
     promise = (async () => {
       if (p.after) await runPlanned(p.after, plan.indexOf(p.after));
       await world.clock.sleep(p.at);
+      if (p.job.kind === 'retract') retracting = true;
       const retries = [...LAMBDA_RETRIES];
+      const errors: string[] = [];
       for (let attempt = 1; ; attempt++) {
         attempts++;
-        const conn = world.connect(`job${index}.${attempt}`, { faulty: true });
-        if (random() < killRate) conn.killAt(world.clock.now() + Math.floor(random() * 30_000));
+        // Faults and kills come and go: after Lambda's retries and two re-drives, they have passed, and the job must
+        // then complete.
+        const stormy = attempt <= FAULTY_ATTEMPTS;
+        const conn = world.connect(`job${index}.${attempt}`, { faulty: stormy });
+        if (stormy && random() < killRate) conn.killAt(world.clock.now() + Math.floor(random() * 30_000));
         conn.killAt(world.clock.now() + TIMEOUT_MS);
         const summary = await runJob(runtime(conn), p.job, silent, Deadline.none());
         conn.close();
@@ -209,8 +232,9 @@ export async function runSeed(seed: number, options: SimOptions = {}): Promise<S
           succeeded.push({ planned: p, summary });
           return;
         }
+        errors.push(`${attempt}: ${summary.error}`);
         if (attempt >= MAX_ATTEMPTS) {
-          stuck.push({ seed, invariant: 'every job completes once the faults pass', detail: `job${index} (${p.job.kind}) failed ${attempt} times, last: ${summary.error}` });
+          stuck.push({ seed, invariant: 'every job completes once the faults pass', detail: `job${index} (${p.job.kind}) failed ${attempt} times: ${errors.join(' | ')}` });
           return;
         }
         await world.clock.sleep(retries.shift() ?? REDRIVE_MS);
@@ -230,7 +254,7 @@ export async function runSeed(seed: number, options: SimOptions = {}): Promise<S
     attempts,
     requests: world.history.length,
     simulatedMs: world.clock.now(),
-    ...(violations.length > 0 ? { history: formatHistory(world.history, 400) } : {}),
+    ...(violations.length > 0 ? { history: formatHistory(world.history, Number(process.env.SIM_HISTORY ?? 400)) } : {}),
   };
 }
 

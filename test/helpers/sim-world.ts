@@ -367,11 +367,14 @@ export class Connection {
         record(fault);
         throw this.faultError(kind, fault, options.what);
       }
-      // A slow request is served at some point of its long wait: its effect (or what it reads) may come late.
+      // A slow answer: a read is served at some point of its long wait; a write takes effect when it arrives, and
+      // only its answer comes late (a write whose request itself arrives minutes late is not a registry's or S3's
+      // way: the request is small, and the client gives up on it long before).
       let rest = 0;
       if (fault === 'slow') {
         const total = faults.slowMs + this.delay(kind);
-        const first = Math.round(total * random());
+        const drawn = Math.round(total * random());
+        const first = write ? 0 : drawn;
         rest = total - first;
         try {
           await clock.sleep(first, ac.signal);
