@@ -20,8 +20,11 @@
  * holds was written by a writer of its version after that version's record and index existed, so a listing
  * taken after reading the alias knows that version, and an index read after it sees what the alias was given.
  * This reads no content of the alias, so it holds in container sub-repositories too, whose indexes name no
- * version. Two writers racing on one alias can still leave a lower index there for one round, which the writer
- * of the lower version then repairs in its next round.
+ * version. The check holds only while it is fresh: a check whose answers took longer than FRESH_MS, and every
+ * write after it once that much time has passed (a write whose answer came late, say), wait for the next round's
+ * check (the simulation found the alias moved down for a round without this). Two writers racing on one alias
+ * within that time can still leave a lower index there for one round, which the writer of the lower version
+ * then repairs in its next round.
  */
 import { ARCHITECTURES } from '../gardenlinux/naming';
 import { aliasGroups, isNumericVersion, type AliasTemplate } from '../gardenlinux/release-aliases';
