@@ -117,21 +117,12 @@ export async function startKms(): Promise<TestKms> {
   const faults: Fault[] = [];
   const calls: Record<Operation, number> = { GetPublicKey: 0, Sign: 0, DescribeKey: 0 };
   let badSignatures = 0;
-  let port = 0;
   const arn = (k: TestKey) => `arn:aws:kms:${REGION}:${ACCOUNT}:key/${k.id}`;
 
-  const server: Server = createServer((req, res) => {
-    void (async () => {
-      const bytes = await body(req);
-      const reply = (status: number, json: unknown) => {
-        res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': `test-${Date.now()}` });
-        res.end(JSON.stringify(json));
-      };
-      const error = (status: number, type: string, message: string) => reply(status, { __type: type, message });
-      if (!(await signatureValid(req, bytes, port))) {
-        badSignatures++;
-        return error(400, 'InvalidSignatureException', 'The request signature we calculated does not match the signature you provided.');
-      }
+  const server = await startAwsJsonServer(
+    'kms',
+    'KMSInternalException',
+    ({ req, bytes, reply, error }) => {
       const target = String(req.headers['x-amz-target'] ?? '');
       const op = target.replace(/^TrentService\./, '') as Operation;
       if (!(op in calls)) return error(400, 'UnknownOperationException', `unknown operation ${target}`);
@@ -171,13 +162,10 @@ export async function startKms(): Promise<TestKms> {
           return reply(200, { KeyId: arn(key), Signature: signature.toString('base64'), SigningAlgorithm: input.SigningAlgorithm });
         }
       }
-    })().catch((err: unknown) => {
-      res.writeHead(500, { 'content-type': 'application/x-amz-json-1.1' });
-      res.end(JSON.stringify({ __type: 'KMSInternalException', message: String(err) }));
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
+    },
+    () => badSignatures++,
+  );
+  const port = server.port;
 
   return {
     endpoint: `http://127.0.0.1:${port}`,
@@ -195,6 +183,52 @@ export async function startKms(): Promise<TestKms> {
     clearFaults() {
       faults.length = 0;
     },
+    close: () => server.close(),
+  };
+}
+
+/** What a handler of a test AWS JSON 1.1 service answers with. */
+export interface AwsJsonExchange {
+  req: IncomingMessage;
+  bytes: Buffer;
+  reply(status: number, json: unknown): void;
+  error(status: number, type: string, message: string): void;
+}
+
+/**
+ * A test AWS service speaking JSON 1.1 on 127.0.0.1: every request's SigV4 signature is checked against the test
+ * credentials for `service` (refused as AWS would, and counted by `onBadSignature`) before `handle` sees it; a
+ * handler that throws answers 500 with `internalError`.
+ */
+export async function startAwsJsonServer(
+  service: string,
+  internalError: string,
+  handle: (x: AwsJsonExchange) => Promise<void> | void,
+  onBadSignature: () => void,
+): Promise<{ port: number; close(): Promise<void> }> {
+  let port = 0;
+  const server: Server = createServer((req, res) => {
+    void (async () => {
+      const bytes = await body(req);
+      const reply = (status: number, json: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1', 'x-amzn-requestid': `test-${Date.now()}` });
+        res.end(JSON.stringify(json));
+      };
+      const error = (status: number, type: string, message: string): void => reply(status, { __type: type, message });
+      if (!(await signatureValid(req, bytes, port, service))) {
+        onBadSignature();
+        return error(400, 'InvalidSignatureException', 'The request signature we calculated does not match the signature you provided.');
+      }
+      await handle({ req, bytes, reply, error });
+    })().catch((err: unknown) => {
+      res.writeHead(500, { 'content-type': 'application/x-amz-json-1.1' });
+      res.end(JSON.stringify({ __type: internalError, message: String(err) }));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as AddressInfo).port;
+  return {
+    port,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
