@@ -77,7 +77,11 @@ export interface ConvergeOptions {
    * The build this writer published, and the platform of its image in this repository (if it has one there): once
    * others wrote after it and placed the build right, it may stop; it keeps the tag of that platform.
    */
-  own?: { base: string; platform?: { architecture: string; os: string } };
+  /**
+   * `again`: the build's record was there already, written by an earlier attempt that may have died between its
+   * index write and the check of it; this writer then does that check itself and never counts as overtaken.
+   */
+  own?: { base: string; platform?: { architecture: string; os: string }; again?: boolean };
   /** the build time (ISO 8601) of a build another tool put in the index, from its metadata document, if any */
   buildTimeOf?: (cname: string) => Promise<string | undefined>;
 }
@@ -375,7 +379,7 @@ function overtaken(
   tags: ReadonlyArray<{ tag: string; entry: { digest: string } }>,
   tagged: ReadonlyArray<string | undefined>,
 ): boolean {
-  if (o.own === undefined) return false;
+  if (o.own === undefined || o.own.again === true) return false;
   if (own.index !== undefined && snapshot?.digest === own.index) return false;
   if (tags.some((t, i) => tagged[i] !== undefined && own.lastTagWrites?.get(t.tag) === tagged[i])) return false;
   // Retracted, or never recorded: this writer has no place of its own in the index to check.

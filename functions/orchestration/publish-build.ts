@@ -476,15 +476,18 @@ async function finish(
     gardenlinux: manifest.indexEntry,
   };
   if (containerEntry && !containerRepo) record.container = containerEntry;
-  await ctx.state.putRecord(main.id, version, record);
+  // A record found there already was written by an earlier attempt (or a repeated event): that writer may have
+  // died after writing an index and before checking it, so this one checks in its stead (converge.ts, `again`).
+  const again = new Set<string>();
+  if (!(await ctx.state.putRecord(main.id, version, record))) again.add(main.id);
   if (containerEntry && containerRepo) {
     const { gardenlinux: _gl, ...rest } = record;
-    await ctx.state.putRecord(imageTarget.id, version, { ...rest, container: containerEntry });
+    if (!(await ctx.state.putRecord(imageTarget.id, version, { ...rest, container: containerEntry }))) again.add(imageTarget.id);
   }
   for (const [i, t] of where.index.entries()) {
     const known = indexesBefore[i];
     const platform = containerEntry && t.id === imageTarget.id ? containerEntry.platform : undefined;
-    const own = { base, ...(platform ? { platform } : {}) };
+    const own = { base, ...(platform ? { platform } : {}), ...(again.has(t.id) ? { again: true } : {}) };
     const { update } = await convergeVersion({
       state: ctx.state,
       target: t,
