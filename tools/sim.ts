@@ -1,21 +1,28 @@
 /**
- * `npm run sim -- --seeds N [--from F] [--seed S] [--workers W] [--guard-off NAME]`: the whole publisher under
+ * `npm run sim -- --seeds N [--from F] [--seed S] [--workers W] [--guard-off NAME] [--burst-ms MS]`: the whole publisher under
  * deterministic simulation (test/helpers/sim-publisher.ts). Runs seeds F … F+N-1 (default 1 … 500) in W processes
  * (default: one per core), or the one seed S, printed with its history when it violates an invariant. Every seed
  * replays exactly: `--seed S` runs the same requests in the same order as the run that reported it.
  *
  * With --guard-off, one of the guards of functions/util/guards.ts is switched off, to see the simulation find what
- * it guards against. Exit status 1 when any seed violated an invariant.
+ * it guards against; --burst-ms makes the S3 events of a seed arrive within MS instead of 4 000 ms. Exit status 1
+ * when any seed violated an invariant.
  */
 import { spawn } from 'node:child_process';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { guards, type Guards } from '../functions/util/guards';
-import { runSeed, type SeedResult, type Violation } from '../test/helpers/sim-publisher';
+import { runSeed, type SeedResult, type SimOptions, type Violation } from '../test/helpers/sim-publisher';
 
 function option(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+/** The workload's options from the command line. */
+function simOptions(): SimOptions {
+  const burst = option('burst-ms');
+  return burst === undefined ? {} : { arrivalWindowMs: Number(burst) };
 }
 
 interface Totals {
@@ -29,7 +36,7 @@ interface Totals {
 async function runRange(from: number, count: number): Promise<Totals> {
   const t: Totals = { seeds: 0, jobs: 0, attempts: 0, requests: 0, violations: [] };
   for (let seed = from; seed < from + count; seed++) {
-    const r: SeedResult = await runSeed(seed);
+    const r: SeedResult = await runSeed(seed, simOptions());
     t.seeds++;
     t.jobs += r.jobs;
     t.attempts += r.attempts;
@@ -41,7 +48,8 @@ async function runRange(from: number, count: number): Promise<Totals> {
 
 function worker(from: number, count: number, guardOff: string | undefined): Promise<Totals> {
   return new Promise((resolve, reject) => {
-    const args = ['--import', 'tsx', 'tools/sim.ts', '--worker', '--from', String(from), '--seeds', String(count), ...(guardOff ? ['--guard-off', guardOff] : [])];
+    const burst = option('burst-ms');
+    const args = ['--import', 'tsx', 'tools/sim.ts', '--worker', '--from', String(from), '--seeds', String(count), ...(guardOff ? ['--guard-off', guardOff] : []), ...(burst ? ['--burst-ms', burst] : [])];
     const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (c: Buffer) => (out += c));
@@ -57,7 +65,7 @@ async function main(): Promise<void> {
   }
   const one = option('seed');
   if (one !== undefined) {
-    const r = await runSeed(Number(one));
+    const r = await runSeed(Number(one), simOptions());
     console.log(`seed ${r.seed}: ${r.jobs} jobs, ${r.attempts} attempts, ${r.requests} requests, settled after ${(r.simulatedMs / 1000).toFixed(0)} simulated s`);
     for (const v of r.violations) console.log(`VIOLATION ${v.invariant}: ${v.detail}`);
     if (r.history) console.log(`\nhistory (last requests):\n${r.history}`);

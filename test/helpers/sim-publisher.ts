@@ -50,6 +50,8 @@ export interface SimOptions {
   faults?: { error: number; throttle: number; lost: number; slow: number };
   /** probability that an attempt is killed at a random moment */
   kill?: number;
+  /** the S3 events of the builds arrive within this many milliseconds (4 s; less makes a denser burst) */
+  arrivalWindowMs?: number;
 }
 
 export interface Violation {
@@ -107,7 +109,7 @@ interface Planned {
 }
 
 /** The workload of one seed: which builds, which events and operator actions, when. */
-function workload(random: () => number): { builds: SampleBuild[]; plan: Planned[] } {
+function workload(random: () => number, arrivalWindowMs = 4_000): { builds: SampleBuild[]; plan: Planned[] } {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)] as T;
   const versions = random() < 0.5 ? ['1877.9', '1877.10'] : ['1877.10'];
   const flavors = ['kvm', 'container', 'aws'];
@@ -125,7 +127,7 @@ function workload(random: () => number): { builds: SampleBuild[]; plan: Planned[
   };
   const first = new Map<SampleBuild, Planned>();
   for (const b of builds) {
-    const at = Math.floor(random() * 4_000);
+    const at = Math.floor(random() * arrivalWindowMs);
     first.set(b, publish(b, at));
     // S3 delivers at least once: sometimes twice, later.
     if (random() < 0.3) publish(b, at + Math.floor(random() * 400_000));
@@ -162,7 +164,7 @@ export async function runSeed(seed: number, options: SimOptions = {}): Promise<S
     MD5_CHECK: 'stream',
   });
   const random = world.random;
-  const { builds, plan } = workload(random);
+  const { builds, plan } = workload(random, options.arrivalWindowMs);
   // At every moment: an index stored under a version names only artifact manifests that are signed already.
   const moments: Violation[] = [];
   // At every moment, until a retraction may have emptied a version: an alias never moves to a lower version.
