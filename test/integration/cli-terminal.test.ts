@@ -1,7 +1,7 @@
 /**
  * The CLI as a person at a terminal sees it, driven under a pseudo-terminal by script(1): a progress line per file
- * in flight that redraws in place, and a readable summary; piped, JSON only. No notice from the AWS SDK on Node 20,
- * and expected errors as one clear line without a stack trace.
+ * in flight that redraws in place, and a readable summary; piped, JSON only. No notice from the AWS SDK; expected
+ * errors, and a Node.js older than 22, as one clear line without a stack trace.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -127,24 +127,29 @@ describe('the CLI at a terminal', () => {
     assert.doesNotMatch(r.stdout + r.stderr, /█|░/);
   });
 
-  it('prints no AWS SDK notice on Node 20, though the SDK would print one', async () => {
+  it('publishes from S3 at a terminal and piped, with no AWS SDK notice about the Node.js version', async () => {
     const env = { ...s3.env };
-    const major = Number(process.versions.node.split('.')[0]);
-    if (major < 22) {
-      // The control: the same SDK call from plain node prints the notice, so its absence below means something.
-      const control = await exec(
-        process.execPath,
-        ['--input-type=module', '-e', `import { S3Client, ListObjectsV2Command } from '@aws-sdk/client-s3'; await new S3Client({ region: 'us-east-1', forcePathStyle: true, endpoint: '${s3.endpoint}' }).send(new ListObjectsV2Command({ Bucket: '${BUCKET}' }));`],
-        { env: shellEnv(env) },
-      );
-      assert.match(control.stderr, NOTICE, 'the SDK warns on this Node.js when not told otherwise');
-    }
     const terminal = await onTerminal(['-r', `http://${registry.host}/sdk`, 'publish', fromS3.base, '--bucket', BUCKET], env);
     assert.equal(terminal.code, 0, terminal.text);
     assert.doesNotMatch(terminal.raw, NOTICE);
     const pipe = await piped(['-r', `http://${registry.host}/sdk`, 'publish', fromS3.base, '--bucket', BUCKET], env);
     assert.equal(pipe.code, 0, pipe.stderr);
     assert.doesNotMatch(pipe.stderr + pipe.stdout, NOTICE);
+  });
+
+  it('on a Node.js older than 22: one line and exit 2, before anything runs', async () => {
+    // An older release, as the command sees it: process.version and process.versions.node say 20.18.1.
+    const older = `data:text/javascript,${encodeURIComponent("Object.defineProperty(process, 'version', { value: 'v20.18.1' }); Object.defineProperty(process.versions, 'node', { value: '20.18.1' });")}`;
+    const r = await exec(process.execPath, ['--import', older, installedBin(), '-r', `http://${registry.host}/old`, 'publish', small.base, '--dir', join(dir, 'bucket')], {
+      env: shellEnv(),
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? '' }),
+    );
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr, 'gl-oci-publish needs Node.js 22 or later (the Lambda runs nodejs22.x); this is v20.18.1\n');
+    const tags = await fetch(`http://${registry.host}/v2/old/tags/list`);
+    assert.equal(tags.status, 404, 'nothing was published');
   });
 
   it('expected errors are one clear line and an exit status, never a stack trace', async () => {
