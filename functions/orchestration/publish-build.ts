@@ -29,10 +29,9 @@ import type { Destination, PublishContext } from './context';
 import { TransferStats } from './context';
 import { convergeVersion, readVersionIndex, type IndexSnapshot, type IndexUpdate } from './converge';
 import { aliasesMoved, followAliases, type AliasUpdate } from './follow-aliases';
-import { inspectArchive, transferArchive, type ContainerFacts } from './archive-pass';
+import type { ContainerFacts } from './archive-pass';
 import { FileTransfer, type PublishedBlob, type SourceFile } from './file-transfer';
 import { transferPlainFile, transferReleaseFile } from './plain-files';
-import { transferPxeBundle } from './pxe-pass';
 import { ensureSignature, type SignatureResult } from './sign-manifest';
 
 export interface BuildResult {
@@ -365,7 +364,10 @@ async function transferBlobs(
   const base = build.name.base;
   const main = mirror.target();
   const imageTarget = containerRepo ? mirror.target(containerRepo) : main;
-  const plan = archive ? await inspectArchive(transfer, archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch }) : undefined;
+  // The passes that read tar (a container archive, a PXE bundle) are loaded by the builds that have one: a cold
+  // start of any other build, or of a skipped document, does not compile them (tools/build.ts).
+  const archivePass = archive ? await import('./archive-pass') : undefined;
+  const plan = archive && archivePass ? await archivePass.inspectArchive(transfer, archive, main, imageTarget, { refName: flavorArch(build.name), arch: build.name.arch }) : undefined;
   const blobs: Blobs = { layers: [] };
   const addLayer = (title: string, blob: PublishedBlob): void => {
     let mediaType = mediaTypeForFile(title);
@@ -391,12 +393,12 @@ async function transferBlobs(
       const r = await transferReleaseFile(transfer, file, main);
       if (r.features !== undefined) blobs.features = r.features;
       addLayer(file.name, r.blob);
-    } else if (archive && plan && file === archive) {
-      const r = await transferArchive(transfer, file, plan, main, imageTarget);
+    } else if (archive && archivePass && plan && file === archive) {
+      const r = await archivePass.transferArchive(transfer, file, plan, main, imageTarget);
       blobs.image = r.image;
       addLayer(file.name, r.archive);
     } else if (file.name.endsWith(PXE_BUNDLE_SUFFIX)) {
-      const r = await transferPxeBundle(transfer, file, main);
+      const r = await (await import('./pxe-pass')).transferPxeBundle(transfer, file, main);
       addLayer(file.name, r.bundle);
       for (const m of r.members) addLayer(m.name, m);
     } else {

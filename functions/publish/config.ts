@@ -13,6 +13,11 @@ import { BUCKET_NAME } from '../storage/object-store';
 import { InputError } from '../util/errors';
 import type { LogLevel } from '../util/log';
 
+// zod compiles a parser for each object schema the first time it is used (new Function). An invocation parses a
+// handful of documents, for which its interpreter is quicker: the compiling was a tenth of a cold start's time in
+// zod. Both entries (the handler, the CLI) load this module, before anything is parsed.
+z.config({ jitless: true });
+
 export interface Config {
   /** the first (or only) destination of REGISTRY */
   target: TargetLocation;

@@ -9,8 +9,6 @@ import { openSigner, readPublicKey, type Signer } from '../signing/signer';
 import { DirectoryStore } from '../storage/directory-store';
 import type { ObjectStore } from '../storage/object-store';
 import { S3Store, s3Client } from '../storage/s3-store';
-import { archiveFiles, directoryFiles, layoutReaders } from '../target/layout-reader';
-import { archiveDestination } from '../target/oci-archive-target';
 import { layoutTargets } from '../target/oci-layout-target';
 import { registryTargets } from '../target/registry-target';
 import type { TargetSet } from '../target/target';
@@ -116,8 +114,12 @@ export async function openCopyLocation(location: CopyLocation, role: 'source' | 
       if (!(await stat(join(location.dir, 'oci-layout')).then((s) => s.isFile(), () => false))) {
         throw new InputError(`${display} is not an OCI image layout (it has no oci-layout file); nothing was copied`);
       }
+      const { layoutReaders, directoryFiles } = await import('../target/layout-reader');
       return { display, targets: layoutReaders(directoryFiles(location.dir)) };
     case 'oci-archive': {
+      // Archives are read and written with tar, loaded here rather than at every cold start (tools/build.ts).
+      const { archiveDestination } = await import('../target/oci-archive-target');
+      const { layoutReaders, archiveFiles } = await import('../target/layout-reader');
       if (role === 'destination') {
         const archive = archiveDestination(location.file, logger);
         return { display, targets: archive.targets, finish: archive.finish };

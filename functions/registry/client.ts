@@ -10,7 +10,7 @@
  *   stream are not replayed here: a blob upload restarts as a whole from a fresh POST (blob-upload.ts).
  * - Redirects of GET/HEAD are followed by hand so `Authorization` never goes to another origin.
  */
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { describeError, PublishError } from '../util/errors';
 import type { Logger } from '../util/log';
 import { Authenticator, type Credentials } from './auth';
@@ -44,11 +44,20 @@ export interface RegistryClientOptions {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
+/** Where a dispatcher sends a request for `url`. */
+function target(url: URL): { origin: string; path: string } {
+  return { origin: url.origin, path: `${url.pathname}${url.search}` };
+}
+
 export class RegistryClient {
   readonly origin: string;
   private readonly auth: Authenticator;
   readonly retry: RetryPolicy;
-  private readonly dispatcher: Dispatcher;
+  /**
+   * The connection pool, made at the first request: undici is loaded then, so a job that never asks the registry
+   * anything (a skipped document) does not load it at a cold start.
+   */
+  private dispatcher?: Promise<Dispatcher>;
   readonly timeoutMs: number;
   /** single uploads until the registry refuses a large body; then chunks, as small as it needs */
   readonly chunks: ChunkPolicy;
@@ -57,7 +66,6 @@ export class RegistryClient {
     this.origin = `${options.scheme}://${options.host}`;
     this.retry = options.retry ?? DEFAULT_RETRY;
     this.timeoutMs = options.timeoutMs ?? 60_000;
-    this.dispatcher = options.dispatcher ?? new Agent({ connections: options.connections ?? 32, keepAliveTimeout: 30_000 });
     this.auth = new Authenticator(options.credentials, (url, headers, ctx) => this.tokenRequest(url, headers, ctx as JobScope | undefined), {
       httpsOnly: options.scheme === 'https',
     });
@@ -79,13 +87,18 @@ export class RegistryClient {
     return this.options.logger;
   }
 
+  private connections(): Promise<Dispatcher> {
+    const { dispatcher, connections } = this.options;
+    this.dispatcher ??= dispatcher ? Promise.resolve(dispatcher) : import('undici').then(({ Agent }) => new Agent({ connections: connections ?? 32, keepAliveTimeout: 30_000 }));
+    return this.dispatcher;
+  }
+
   async close(): Promise<void> {
-    if (!this.options.dispatcher) await this.dispatcher.close();
+    if (!this.options.dispatcher && this.dispatcher) await (await this.dispatcher).close();
   }
 
   private timeouts(scope: JobScope | undefined) {
     return {
-      dispatcher: this.dispatcher,
       headersTimeout: this.timeoutMs,
       bodyTimeout: this.timeoutMs,
       ...(scope?.signal ? { signal: scope.signal } : {}),
@@ -99,7 +112,7 @@ export class RegistryClient {
       scope.throwIfAborted();
       let failure: RegistryError;
       try {
-        const res = await request(url, { method: 'GET', headers: { 'user-agent': USER_AGENT, ...headers }, ...this.timeouts(scope) });
+        const res = await (await this.connections()).request({ ...target(url), method: 'GET', headers: { 'user-agent': USER_AGENT, ...headers }, ...this.timeouts(scope) });
         const body = (await readLimited(res.body as Res['body'], 256 * 1024, `token from ${url.origin}`)).toString('utf8');
         if (!isRetryableStatus(res.statusCode)) {
           scope.succeeded(op);
@@ -173,7 +186,8 @@ export class RegistryClient {
       const started = Date.now();
       let res: Res;
       try {
-        const r = await request(url, {
+        const r = await (await this.connections()).request({
+          ...target(url),
           method: req.method,
           headers,
           body: req.body ?? (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH' ? '' : undefined),

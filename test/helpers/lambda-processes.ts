@@ -7,25 +7,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { bundleFunction } from '../../tools/build';
 import type { JobSummary } from '../../functions/publish/run-job';
 
-/** Bundles the child into `dir`; returns the script's path. */
+/** Bundles the child into `dir` as the function is bundled (tools/build.ts); returns the script's path. */
 export async function bundleLambdaChild(dir: string): Promise<string> {
-  const bundle = join(dir, 'lambda-child.mjs');
-  await build({
-    entryPoints: [fileURLToPath(new URL('./lambda-child.ts', import.meta.url))],
-    outfile: bundle,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'esm',
-    // ESM builds of dependencies where they have one; bundled CommonJS ones call require(), which ESM lacks.
-    mainFields: ['module', 'main'],
-    banner: { js: "import { createRequire as __glCreateRequire } from 'node:module'; const require = __glCreateRequire(import.meta.url);" },
-    logLevel: 'warning',
-  });
-  return bundle;
+  await bundleFunction(dir, { 'lambda-child': fileURLToPath(new URL('./lambda-child.ts', import.meta.url)) });
+  return join(dir, 'lambda-child.mjs');
 }
 
 /** A started Lambda process and what it said. */
@@ -41,7 +29,7 @@ export interface LambdaProcess {
 
 /** The environment of a child: the test's, less what would make it part of the test run. */
 export function childEnv(extra: Record<string, string | undefined>): Record<string, string | undefined> {
-  const env: Record<string, string | undefined> = { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...extra };
+  const env: Record<string, string | undefined> = { ...process.env, ...extra };
   delete env.NODE_TEST_CONTEXT;
   return env;
 }

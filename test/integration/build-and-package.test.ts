@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -25,22 +25,48 @@ describe('the Lambda bundle', () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'gl-bundle-'));
     await exec(process.execPath, ['--import', 'tsx', 'tools/build.ts'], { timeout: 120_000 });
-    await copyFile('dist/publish/index.mjs', join(dir, 'index.mjs'));
+    // What Lambda runs: the deployment package, unpacked (by python3's zipfile, a reader other than our writer).
+    await exec('python3', ['-c', 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])', 'dist/publish.zip', join(dir, 'task')]);
     await writeBuildDir(join(dir, 'bucket'), build);
   });
   after(async () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('is zipped with index.mjs at the top, as Lambda expects for the handler index.handler', async () => {
-    const zip = await readFile('dist/publish.zip');
-    assert.equal(zip.readUInt32LE(0), 0x04034b50, 'a zip file');
-    assert.ok(zip.includes(Buffer.from('index.mjs')));
+  it('is zipped with index.mjs at the top, as Lambda expects for the handler index.handler, and every chunk it loads', async () => {
+    const { stdout } = await exec('python3', ['-c', 'import sys, zipfile; print("\\n".join(zipfile.ZipFile(sys.argv[1]).namelist()))', 'dist/publish.zip']);
+    const names = stdout.trim().split('\n').sort();
+    const built = (await readdir('dist/publish', { recursive: true })).filter((f) => f.endsWith('.mjs') || f.endsWith('.mjs.map')).sort();
+    assert.deepEqual(names, built);
+    assert.ok(names.includes('index.mjs'));
+    assert.ok(names.some((n) => n.startsWith('chunks/') && n.endsWith('.mjs')), 'code loaded only when it is needed is in chunks/');
+  });
+
+  it('holds only what runs: undici without fetch, WebSocket and mocks; tar, undici and the other credential providers outside index.mjs; maps without sources', async () => {
+    const task = join(dir, 'task');
+    const files = (await readdir(task, { recursive: true })).filter((f) => f.endsWith('.mjs'));
+    const code = new Map(await Promise.all(files.map(async (f) => [f, await readFile(join(task, f), 'utf8')] as const)));
+    const all = [...code.values()].join('\n');
+    // undici's entry module brings these; the subset (functions/registry/undici-subset.mjs) does not.
+    for (const absent of ['MockAgent', 'fetch failed', 'WebSocketStream', 'SqliteCacheStore']) assert.ok(!all.includes(absent), `${absent} is in the bundle`);
+    const index = code.get('index.mjs') ?? '';
+    // What a skipped document or a build without archives never runs is loaded when needed.
+    assert.ok(!index.includes('ustar') && all.includes('ustar'), 'the tar reader is in a chunk of its own');
+    assert.ok(!index.includes('llhttp') && all.includes('llhttp'), 'undici is loaded with the first registry request');
+    assert.ok(!index.includes('sso-oidc'), "the SSO credential provider's client is in a chunk");
+    // No built-in is imported as an ES module (tools/build.ts: builtins-without-facade).
+    for (const [f, text] of code) assert.doesNotMatch(text, /from\s*"(node:)?(fs|crypto|process|http|https|stream|util)"/, `${f} imports a built-in as an ES module`);
+    for (const f of files) {
+      const map = JSON.parse(await readFile(join(task, `${f}.map`), 'utf8')) as { sources: string[]; sourcesContent?: unknown };
+      assert.equal(map.sourcesContent, undefined, `${f}.map carries sources`);
+      // Stack traces still name the file: the handler's code maps back to functions/publish/handler.ts.
+      if (f === 'index.mjs') assert.ok(map.sources.some((s) => s.endsWith('functions/publish/handler.ts')), map.sources.slice(0, 5).join(', '));
+    }
   });
 
   const invoke = async (event: unknown): Promise<{ ok: boolean; out: string }> => {
     const script = `
-      const { handler } = await import(${JSON.stringify(join(dir, 'index.mjs'))});
+      const { handler } = await import(${JSON.stringify(join(dir, 'task', 'index.mjs'))});
       try { console.log(JSON.stringify(await handler(${JSON.stringify(event)}, { awsRequestId: 'bundle-test' }))); }
       catch (err) { console.log(JSON.stringify({ error: err.message })); }`;
     const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], {
