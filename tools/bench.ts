@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --size 4GiB] [--layer 200MiB] [--repeat 3] [--concurrency N] [--readers N] [--sweep] [--no-write]`: how fast
+ * `npm run bench [-- --size 4GiB] [--layer 200MiB] [--repeat 3] [--concurrency N] [--readers N] [--sweep] [--targets] [--cold-start] [--no-write]`: how fast
  * the publisher moves bytes, against baselines measured in the same run on the same servers (in-process S3,
  * loopback docker-registry).
  *
@@ -7,16 +7,18 @@
  *    whose image has one large layer (--layer);
  * 2. baseline: the simplest pipeline moving the same bytes (each S3 object, and each image blob by its byte
  *    range, streamed into one upload with a digest known beforehand), in one process, 4 at a time;
- * 3. the publisher's first publication of both builds from S3: two processes at once, as two Lambda
- *    invocations would run; wall time, throughput, the ratio to the baseline, peak RSS;
+ * 3. the publisher's first publication of both builds from S3: the function's bundle (dist/publish/) handling each
+ *    build's S3 event in a process of its own, both at once, as two Lambda invocations run; wall time, throughput,
+ *    the ratio to the baseline, peak RSS and what the heap and buffers held at their peaks;
  * 4. a re-run of both builds (last round only): time, bytes uploaded, S3 bytes read, requests made;
  * 5. the container part from a local directory (the CLI), against skopeo copying the same .oci archive, taking
- *    turns at going first.
+ *    turns at going first;
+ * 6. the function's cold start (tools/bench-cold-start.ts); with --cold-start, only this.
  *
- * With --sweep, instead of 3–5: the first publication for each BLOB_CONCURRENCY × S3_READERS in a grid, each
+ * With --sweep, instead of 3–6: the first publication for each BLOB_CONCURRENCY × S3_READERS in a grid, each
  * against the baseline of its round, to see which defaults are best.
  *
- * With --targets, instead of 2–5: the first publication of both builds to 1, 2 and 3 registries at once (REGISTRY
+ * With --targets, instead of 2–6: the first publication of both builds to 1, 2 and 3 registries at once (REGISTRY
  * as a list): the bytes read from S3 (counted by a proxy in front of it), the time against the slowest of the three
  * registries alone (each measured on its own in the same round), and the peak RSS against one registry.
  *
@@ -37,6 +39,7 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { startFaultProxy } from '../test/helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry';
 import { s3Event, startLocalS3, type LocalS3 } from './local-s3';
+import { coldStartTable, measureColdStart } from './bench-cold-start';
 import { metadataYaml, sampleBuild, type SampleBuild } from './sample-builds';
 import { Header } from 'tar';
 
@@ -190,6 +193,9 @@ interface ChildResult {
   ms: number;
   maxRssKiB: number;
   cpuMs?: number;
+  /** peaks of the JavaScript heap and of buffers, sampled every 20 ms */
+  heapKiB?: number;
+  buffersKiB?: number;
   wallMs: number;
   stdout: string;
 }
@@ -206,7 +212,7 @@ function child(args: string[], env: Record<string, string>): Promise<ChildResult
       const wallMs = performance.now() - started;
       const line = stderr.split('\n').find((l) => l.startsWith('BENCH '));
       if (code !== 0 || !line) return reject(new Error(`${args.join(' ')} exited with ${code}:\n${stderr.slice(-3000)}`));
-      resolve({ ...(JSON.parse(line.slice(6)) as { ms: number; maxRssKiB: number; cpuMs?: number }), wallMs, stdout });
+      resolve({ ...(JSON.parse(line.slice(6)) as { ms: number; maxRssKiB: number; cpuMs?: number; heapKiB?: number; buffersKiB?: number }), wallMs, stdout });
     });
   });
 }
@@ -223,6 +229,7 @@ async function main(): Promise<void> {
   const sweep = process.argv.includes('--sweep');
   const targets = process.argv.includes('--targets');
   const write = !process.argv.includes('--no-write');
+  if (process.argv.includes('--cold-start')) return coldStart(write);
   const work = await mkdtemp(join(tmpdir(), 'gl-bench-'));
   const registries: TestRegistry[] = [];
   let s3: LocalS3 | undefined;
@@ -274,16 +281,20 @@ async function main(): Promise<void> {
         [raw, container].map(async (b) => {
           const file = join(work, `event-${b.base}.json`);
           await writeFile(file, JSON.stringify(s3Event(BUCKET, `meta/singles/${b.base}`)));
-          return child(['tools/bench-child.mjs', 'node', 'gl-oci-publish', 'event', file], e);
+          // The function's bundle, as a Lambda invocation runs it.
+          return child(['tools/bench-child.mjs', 'handler', file], e);
         }),
       );
       const wallMs = performance.now() - started;
-      const jobs = results.flatMap((r) => (JSON.parse(r.stdout) as Summary).jobs);
+      // The summary is the last line; log lines (warnings) come before it.
+      const jobs = results.flatMap((r) => (JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as Summary).jobs);
       for (const j of jobs) if (j.outcome === 'failed') throw new Error(`publication failed: ${j.error}`);
       // Measured inside the processes, like the baseline: process start and module loading (a Lambda cold start)
       // are not part of moving the bytes. The two run at once; the later one ends the publication.
       const ms = Math.max(...results.map((r) => r.ms));
-      return { ms, wallMs, jobs, maxRssKiB: Math.max(...results.map((r) => r.maxRssKiB)), cpuMs: results.reduce((n, r) => n + (r.cpuMs ?? 0), 0) };
+      // The process with the largest peak, and what its heap and buffers held at their peaks.
+      const largest = results.reduce((a, b) => (b.maxRssKiB > a.maxRssKiB ? b : a));
+      return { ms, wallMs, jobs, maxRssKiB: largest.maxRssKiB, heapKiB: largest.heapKiB ?? 0, buffersKiB: largest.buffersKiB ?? 0, cpuMs: results.reduce((n, r) => n + (r.cpuMs ?? 0), 0) };
     };
     const pubEnv = (registry: TestRegistry, extra: Record<string, string> = {}) => ({
       ...(s3 as LocalS3).env,
@@ -394,7 +405,7 @@ async function main(): Promise<void> {
       return;
     }
 
-    const samples = { baseline: [] as number[], publisher: [] as number[], part: [] as number[], skopeo: [] as number[], wholeContainer: [] as number[], rss: [] as number[], cpu: [] as number[] };
+    const samples = { baseline: [] as number[], publisher: [] as number[], part: [] as number[], skopeo: [] as number[], wholeContainer: [] as number[], rss: [] as number[], heap: [] as number[], buffers: [] as number[], cpu: [] as number[] };
     let containerJob: Summary['jobs'][number] | undefined;
     /**
      * The container part from a local directory: the build's other files are in the registry already (a first
@@ -438,6 +449,8 @@ async function main(): Promise<void> {
       first = await publishBoth(pubEnv(pubRegistry));
       samples.publisher.push(first.ms);
       samples.rss.push(first.maxRssKiB);
+      samples.heap.push(first.heapKiB);
+      samples.buffers.push(first.buffersKiB);
       samples.cpu.push(first.cpuMs);
       if (i === repeat) {
         // The re-run of the last publication, through counting proxies.
@@ -468,10 +481,10 @@ async function main(): Promise<void> {
     const rows: Array<[string, string]> = [
       ['bytes moved (files + image blobs)', `${human(movedBytes)} (${human(fileBytes)} + ${human(imageBytes)}); publisher uploaded ${human(uploaded)}`],
       ['baseline (stream each blob from S3 into one upload, 4 at a time, measured inside its process)', `${(baselineMs / 1000).toFixed(2)} s${spread(samples.baseline)}, ${rate(movedBytes, baselineMs)}`],
-      ['publisher, first publication (2 processes at once, measured inside them)', `${(publisherMs / 1000).toFixed(2)} s${spread(samples.publisher)}, ${rate(movedBytes, publisherMs)}`],
+      ['publisher (the function bundle), first publication (2 processes at once, measured inside them)', `${(publisherMs / 1000).toFixed(2)} s${spread(samples.publisher)}, ${rate(movedBytes, publisherMs)}`],
       ['**publisher / baseline throughput**', `**${(baselineMs / publisherMs).toFixed(2)}**`],
       ['publisher CPU time (both processes)', `${(med(samples.cpu) / 1000).toFixed(2)} s`],
-      ['publisher peak RSS (largest process, VmHWM)', `${(med(samples.rss) / 1024).toFixed(0)} MiB (${samples.rss.map((x) => (x / 1024).toFixed(0)).join(', ')})`],
+      ['publisher peak RSS (largest process, VmHWM)', `${(med(samples.rss) / 1024).toFixed(0)} MiB (${samples.rss.map((x) => (x / 1024).toFixed(0)).join(', ')}); its peaks of JavaScript heap ${(med(samples.heap) / 1024).toFixed(0)} MiB and buffers ${(med(samples.buffers) / 1024).toFixed(0)} MiB`],
       ['container build from a local directory (CLI), first publication', `${(med(samples.wholeContainer) / 1000).toFixed(2)} s (archive and image: ${human(archive.size + imageBytes)})`],
       ['container part (image) from a local directory (CLI)', `${(partMs / 1000).toFixed(2)} s${spread(samples.part)}, ${rate(imageBytes, partMs)} (${containerJob?.blobsUploaded} blobs, ${human(containerJob?.bytesUploaded ?? 0)})`],
       ['skopeo copy oci-archive: → docker://, same archive', `${(skopeoMs / 1000).toFixed(2)} s${spread(samples.skopeo)}, ${rate(imageBytes, skopeoMs)}`],
@@ -489,6 +502,18 @@ async function main(): Promise<void> {
     await s3?.close();
     await rm(work, { recursive: true, force: true });
   }
+  if (!sweep && !targets) await coldStart(write);
+}
+
+/** 6. The function's cold start (tools/bench-cold-start.ts), its own section. */
+async function coldStart(write: boolean): Promise<void> {
+  console.log('cold starts: 10 fresh processes of each kind ...');
+  const result = await measureColdStart();
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}`;
+  const heading = '## Cold start of the function';
+  const section = `${heading}\n\nMachine: ${machine}. Run on ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- --cold-start\` (also the last part of \`npm run bench\`): fresh processes importing the function's bundle as Lambda unpacks it (NODE_OPTIONS of serverless.yml), each handling one event from the in-process S3, against bare \`node\` running the same child script without a bundle; medians of 10, in turns.\n\n${coldStartTable(result)}\n`;
+  console.log(`\n${section}`);
+  if (write) await writeSection(heading, section);
 }
 
 /** Replaces this size's section of docs/benchmarks.md (other sizes' sections stay). */
