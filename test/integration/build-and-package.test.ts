@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { loadConfig } from '../../functions/publish/config';
+import { SIGNING_ALGORITHM } from '../../functions/signing/signer';
 import { sampleBuild, writeBuildDir } from '../../tools/sample-builds';
 
 const exec = promisify(execFile);
@@ -69,9 +70,11 @@ describe('the Lambda bundle', () => {
 
 type Template = { Resources: Record<string, { Type: string; Properties: Record<string, unknown>; Condition?: string }>; Conditions?: Record<string, unknown> };
 
-/** Every Resource value of every IAM statement in the template, with the statement's actions. */
-function statements(template: Template): Array<{ role: string; actions: string[]; resources: unknown[] }> {
-  const out: Array<{ role: string; actions: string[]; resources: unknown[] }> = [];
+type Statement = { role: string; actions: string[]; resources: unknown[]; condition?: unknown };
+
+/** Every Resource value of every IAM statement in the template, with the statement's actions and condition. */
+function statements(template: Template): Statement[] {
+  const out: Statement[] = [];
   for (const [name, r] of Object.entries(template.Resources)) {
     const docs: unknown[] =
       r.Type === 'AWS::IAM::Role'
@@ -79,9 +82,9 @@ function statements(template: Template): Array<{ role: string; actions: string[]
         : r.Type === 'AWS::IAM::Policy'
           ? [r.Properties.PolicyDocument]
           : [];
-    for (const doc of docs as Array<{ Statement: Array<{ Action: string | string[]; Resource: unknown }> }>) {
+    for (const doc of docs as Array<{ Statement: Array<{ Action: string | string[]; Resource: unknown; Condition?: unknown }> }>) {
       for (const st of doc.Statement) {
-        out.push({ role: name, actions: [st.Action].flat(), resources: [st.Resource].flat() });
+        out.push({ role: name, actions: [st.Action].flat(), resources: [st.Resource].flat(), ...(st.Condition ? { condition: st.Condition } : {}) });
       }
     }
   }
@@ -286,10 +289,15 @@ describe('the CloudFormation template with a signing key and release aliases', (
     if (out) await rm(out, { recursive: true, force: true });
   });
 
-  it('grants kms:Sign and kms:GetPublicKey on that key only, and configures the function to sign with it', () => {
+  it('grants kms:Sign, with the one algorithm the signer asks for, and kms:GetPublicKey on that key only, and configures the function to sign with it', () => {
     assert.deepEqual(template.Conditions?.UsesSigningKey, { 'Fn::Not': [{ 'Fn::Or': [{ 'Fn::Equals': [key, ''] }, { 'Fn::Equals': [key, 'none'] }] }] });
-    const kms = statements(template).filter((s) => s.actions.some((a) => a.startsWith('kms:')));
-    assert.deepEqual(kms, [{ role: 'SigningKeyPolicy', actions: ['kms:Sign', 'kms:GetPublicKey'], resources: [key] }]);
+    const kms = statements(template).filter((s) => s.role === 'SigningKeyPolicy');
+    // The algorithm is the signer's own constant: the policy cannot drift from what Sign asks for.
+    assert.deepEqual(kms, [
+      { role: 'SigningKeyPolicy', actions: ['kms:Sign'], resources: [key], condition: { StringEquals: { 'kms:SigningAlgorithm': SIGNING_ALGORITHM } } },
+      { role: 'SigningKeyPolicy', actions: ['kms:GetPublicKey'], resources: [key] },
+    ]);
+    assert.ok(statements(template).every((s) => s.role === 'SigningKeyPolicy' || !s.actions.some((a) => a === 'kms:Sign' || a === 'kms:GetPublicKey')), 'no other statement signs');
     const env = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, unknown> } }).Environment.Variables;
     assert.deepEqual(env.SIGNING_KEY, { 'Fn::If': ['UsesSigningKey', `awskms:///${key}`, ''] });
     // The condition is true: CloudFormation sets the URI, which the function accepts.
