@@ -91,26 +91,54 @@ function statements(template: Template): Statement[] {
   return out;
 }
 
+/** The account a template is deployed into, for the pseudo parameters of an evaluation. */
+const ACCOUNT = { 'AWS::Partition': 'aws', 'AWS::Region': 'eu-central-1', 'AWS::AccountId': '123456789012' } as Record<string, string>;
+
+/**
+ * A value of the template as CloudFormation would deploy it into ACCOUNT: Fn::If by the template's conditions
+ * (AWS::NoValue: undefined), Fn::Select, Fn::Split, Fn::Sub and Ref of pseudo parameters. Anything else is kept.
+ */
+function deployed(template: Template, value: unknown, account = ACCOUNT): unknown {
+  if (Array.isArray(value)) return value.map((v) => deployed(template, v, account));
+  if (value === null || typeof value !== 'object') return value;
+  const v = value as Record<string, unknown>;
+  const args = (name: string) => v[name] as unknown[];
+  if ('Fn::If' in v) {
+    const [name, yes, no] = args('Fn::If') as [string, unknown, unknown];
+    return deployed(template, condition(template, template.Conditions?.[name], account) ? yes : no, account);
+  }
+  if ('Fn::Select' in v) return (deployed(template, args('Fn::Select')[1], account) as unknown[])[Number(args('Fn::Select')[0])];
+  if ('Fn::Split' in v) return String(deployed(template, args('Fn::Split')[1], account)).split(String(args('Fn::Split')[0]));
+  if ('Fn::Sub' in v && typeof v['Fn::Sub'] === 'string') {
+    return v['Fn::Sub'].replace(/\$\{([^}]+)\}/g, (_, name: string) => {
+      if (!(name in account)) throw new Error(`cannot substitute \${${name}}`);
+      return account[name] as string;
+    });
+  }
+  if ('Ref' in v && typeof v.Ref === 'string') return v.Ref === 'AWS::NoValue' ? undefined : v.Ref in account ? account[v.Ref] : value;
+  return value;
+}
+
 /** A condition of the template, evaluated as CloudFormation would (its operands are literals after packaging). */
-function condition(template: Template, value: unknown): boolean {
+function condition(template: Template, value: unknown, account = ACCOUNT): boolean {
   const v = value as Record<string, unknown[]>;
-  if (v['Fn::Not']) return !condition(template, v['Fn::Not'][0]);
-  if (v['Fn::Or']) return v['Fn::Or'].some((c) => condition(template, c));
-  if (v['Fn::Equals']) return v['Fn::Equals'][0] === v['Fn::Equals'][1];
-  if (typeof (value as { Condition?: unknown }).Condition === 'string') return condition(template, template.Conditions?.[(value as { Condition: string }).Condition]);
+  if (v['Fn::Not']) return !condition(template, v['Fn::Not'][0], account);
+  if (v['Fn::Or']) return v['Fn::Or'].some((c) => condition(template, c, account));
+  if (v['Fn::And']) return v['Fn::And'].every((c) => condition(template, c, account));
+  if (v['Fn::Equals']) return deployed(template, v['Fn::Equals'][0], account) === deployed(template, v['Fn::Equals'][1], account);
+  if (typeof (value as { Condition?: unknown }).Condition === 'string') return condition(template, template.Conditions?.[(value as { Condition: string }).Condition], account);
   throw new Error(`cannot evaluate ${JSON.stringify(value)}`);
+}
+
+/** IAM's wildcards in a Resource: `*` any run of characters, `?` any one. */
+function iamMatches(pattern: string, arn: string): boolean {
+  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`).test(arn);
 }
 
 /** The function's environment as deployed: each Fn::If resolved with the template's own conditions. */
 function deployedEnv(template: Template): Record<string, string> {
   const vars = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, unknown> } }).Environment.Variables;
-  return Object.fromEntries(
-    Object.entries(vars).map(([k, v]) => {
-      const ifs = (v as { 'Fn::If'?: [string, string, string] })['Fn::If'];
-      if (!ifs) return [k, v as string];
-      return [k, condition(template, template.Conditions?.[ifs[0]]) ? ifs[1] : ifs[2]];
-    }),
-  );
+  return Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, deployed(template, v) as string]));
 }
 
 /** The template osls makes of serverless.yml with these `--param` settings, into `out`. */
@@ -195,7 +223,10 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(of('s3:PutObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')]);
     assert.deepEqual(of('s3:DeleteObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')], 'a retraction deletes a record');
     assert.deepEqual(of('s3:ListBucket'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases')]);
-    assert.deepEqual(of('secretsmanager:GetSecretValue'), [sub('arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:gardenlinux-oci-publisher/registry-*')]);
+    assert.deepEqual(
+      of('secretsmanager:GetSecretValue').map((r) => deployed(template, r)),
+      ['arn:aws:secretsmanager:eu-central-1:123456789012:secret:gardenlinux-oci-publisher/registry-??????'],
+    );
     assert.deepEqual(of('sqs:SendMessage'), [{ 'Fn::ImportValue': 'gardenlinux-oci-publisher-infra-FailureQueueArn' }]);
     // No wildcard resource, except where AWS offers no resource-level permission (ecr:GetAuthorizationToken).
     const wildcards = sts.filter((s) => s.resources.includes('*'));
@@ -227,6 +258,16 @@ describe('the CloudFormation template (osls package)', () => {
     assert.equal(config.signingKey, undefined);
     assert.equal(config.signContainerImages, false);
     assert.deepEqual(config.aliasTemplates, [], 'no release aliases unless a deployment asks');
+  });
+
+  it('lets the function read the one secret named, not another whose name begins alike', () => {
+    assert.equal(condition(template, template.Conditions?.SecretIsArn), false, 'a name, not an ARN');
+    const [pattern] = statements(template).filter((s) => s.actions.includes('secretsmanager:GetSecretValue')).flatMap((s) => s.resources.map((r) => deployed(template, r)));
+    const arn = (name: string) => `arn:aws:secretsmanager:eu-central-1:123456789012:secret:${name}`;
+    // Secrets Manager's ARN of a secret: its name, "-" and 6 random characters.
+    assert.ok(iamMatches(String(pattern), arn('gardenlinux-oci-publisher/registry-AbCdEf')));
+    assert.ok(!iamMatches(String(pattern), arn('gardenlinux-oci-publisher/registry-other-AbCdEf')), 'registry-other is another secret');
+    assert.ok(!iamMatches(String(pattern), arn('gardenlinux-oci-publisher/registry2-AbCdEf')));
   });
 
   it('imports the failure queue the infra stack exports, which alarms on errors, queue depth and duration', async () => {
@@ -305,5 +346,25 @@ describe('the CloudFormation template with a signing key and release aliases', (
     assert.equal(config.signingKey, `awskms:///${key}`);
     assert.equal(config.signContainerImages, true);
     assert.deepEqual(config.aliasTemplates.map((t) => t.text), ['latest', '{major}', '{version}.0'], 'the aliasTags parameter reaches ALIAS_TAGS');
+  });
+});
+
+describe('the CloudFormation template for another account', () => {
+  let out: string;
+  let template: Template;
+  const secretArn = 'arn:aws:secretsmanager:us-east-1:210987654321:secret:publisher/registry-Xy12Zw';
+  before(async () => {
+    out = await mkdtemp(join(tmpdir(), 'gl-package-account-'));
+    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`]);
+  });
+  after(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  it('takes a secret given as its full ARN as it is', () => {
+    assert.equal(condition(template, template.Conditions?.SecretIsArn), true);
+    const resources = statements(template).filter((s) => s.actions.includes('secretsmanager:GetSecretValue')).flatMap((s) => s.resources.map((r) => deployed(template, r)));
+    assert.deepEqual(resources, [secretArn]);
+    assert.equal(loadConfig(deployedEnv(template)).credentialsSecret, secretArn, 'and the function reads it by that ARN');
   });
 });
