@@ -165,7 +165,7 @@ describe('the CloudFormation template (osls package)', () => {
 
   const fn = () => template.Resources.PublishLambdaFunction?.Properties as Record<string, unknown>;
 
-  it('runs nodejs22.x on arm64 with 2 GB, 900 s, 512 MB of /tmp and the zip npm run build made', () => {
+  it('runs nodejs22.x on arm64 with 2 GB, 900 s, 512 MB of /tmp and the zip npm run build made, with no reserved concurrency', () => {
     assert.equal(fn().Runtime, 'nodejs22.x');
     assert.deepEqual(fn().Architectures, ['arm64']);
     assert.equal(fn().MemorySize, 2048);
@@ -173,7 +173,10 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(fn().EphemeralStorage, { Size: 512 });
     assert.equal(fn().Handler, 'index.handler');
     assert.match(String((fn().Code as { S3Key: string }).S3Key), /publish\.zip$/);
-    assert.equal(fn().ReservedConcurrentExecutions, 10);
+    // A new account may have 10 executions in all, and Lambda refuses a reservation that leaves fewer than 10.
+    assert.deepEqual(fn().ReservedConcurrentExecutions, { 'Fn::If': ['ReservesConcurrency', 'none', { Ref: 'AWS::NoValue' }] });
+    assert.equal(condition(template, template.Conditions?.ReservesConcurrency), false);
+    assert.equal(deployed(template, fn().ReservedConcurrentExecutions), undefined, 'the property is left out');
   });
 
   it('logs JSON, kept 30 days', () => {
@@ -355,7 +358,7 @@ describe('the CloudFormation template for another account', () => {
   const secretArn = 'arn:aws:secretsmanager:us-east-1:210987654321:secret:publisher/registry-Xy12Zw';
   before(async () => {
     out = await mkdtemp(join(tmpdir(), 'gl-package-account-'));
-    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`]);
+    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096']);
   });
   after(async () => {
     if (out) await rm(out, { recursive: true, force: true });
@@ -366,5 +369,13 @@ describe('the CloudFormation template for another account', () => {
     const resources = statements(template).filter((s) => s.actions.includes('secretsmanager:GetSecretValue')).flatMap((s) => s.resources.map((r) => deployed(template, r)));
     assert.deepEqual(resources, [secretArn]);
     assert.equal(loadConfig(deployedEnv(template)).credentialsSecret, secretArn, 'and the function reads it by that ARN');
+  });
+
+  it('reserves the concurrency and takes the memory size the parameters give', () => {
+    const fn = template.Resources.PublishLambdaFunction?.Properties as Record<string, unknown>;
+    assert.equal(condition(template, template.Conditions?.ReservesConcurrency), true);
+    // CloudFormation takes the string "10" for the integer property.
+    assert.equal(Number(deployed(template, fn.ReservedConcurrentExecutions)), 10);
+    assert.equal(fn.MemorySize, 4096);
   });
 });
