@@ -68,7 +68,12 @@ describe('the Lambda bundle', () => {
   });
 });
 
-type Template = { Resources: Record<string, { Type: string; Properties: Record<string, unknown>; Condition?: string }>; Conditions?: Record<string, unknown> };
+type Rule = { RuleCondition?: unknown; Assertions: Array<{ Assert: unknown; AssertDescription: string }> };
+type Template = {
+  Resources: Record<string, { Type: string; Properties: Record<string, unknown>; Condition?: string }>;
+  Conditions?: Record<string, unknown>;
+  Rules?: Record<string, Rule>;
+};
 
 type Statement = { role: string; actions: string[]; resources: unknown[]; condition?: unknown };
 
@@ -128,6 +133,29 @@ function condition(template: Template, value: unknown, account = ACCOUNT): boole
   if (v['Fn::Equals']) return deployed(template, v['Fn::Equals'][0], account) === deployed(template, v['Fn::Equals'][1], account);
   if (typeof (value as { Condition?: unknown }).Condition === 'string') return condition(template, template.Conditions?.[(value as { Condition: string }).Condition], account);
   throw new Error(`cannot evaluate ${JSON.stringify(value)}`);
+}
+
+/**
+ * The descriptions of the template's rule assertions that fail when deployed into `region`, as CloudFormation
+ * evaluates its Rules before it creates or changes anything (the rule functions these rules use: Fn::Equals, Fn::Not,
+ * Fn::And, Fn::Or, and Ref of a pseudo parameter). A Rules section cannot be tried offline otherwise.
+ */
+function failedAssertions(template: Template, region: string): string[] {
+  const account: Record<string, string> = { ...ACCOUNT, 'AWS::Region': region };
+  const holds = (e: unknown): boolean | string => {
+    if (typeof e === 'string') return e;
+    const v = e as Record<string, unknown>;
+    const args = (name: string) => v[name] as unknown[];
+    if ('Fn::Equals' in v) return holds(args('Fn::Equals')[0]) === holds(args('Fn::Equals')[1]);
+    if ('Fn::Not' in v) return !holds(args('Fn::Not')[0]);
+    if ('Fn::And' in v) return args('Fn::And').every((c) => holds(c) === true);
+    if ('Fn::Or' in v) return args('Fn::Or').some((c) => holds(c) === true);
+    if (typeof v.Ref === 'string' && v.Ref in account) return account[v.Ref] as string;
+    throw new Error(`cannot evaluate ${JSON.stringify(e)} in a rule`);
+  };
+  return Object.values(template.Rules ?? {}).flatMap((rule) =>
+    rule.RuleCondition !== undefined && holds(rule.RuleCondition) !== true ? [] : rule.Assertions.filter((a) => holds(a.Assert) !== true).map((a) => a.AssertDescription),
+  );
 }
 
 /** IAM's wildcards in a Resource: `*` any run of characters, `?` any one. */
@@ -263,6 +291,18 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(config.aliasTemplates, [], 'no release aliases unless a deployment asks');
   });
 
+  it("refuses to deploy outside the bucket's region, before anything is created, saying why", async () => {
+    assert.deepEqual(Object.keys(template.Rules ?? {}), ['StackInBucketRegion'], 'osls passed the Rules section through (infra/cloudformation-rules.cjs)');
+    assert.deepEqual(failedAssertions(template, 'eu-central-1'), [], 'the bucket is in eu-central-1: the stack deploys there');
+    const refused = failedAssertions(template, 'us-east-1');
+    assert.equal(refused.length, 1);
+    assert.match(refused[0] as string, /^the stack must be deployed in the bucket's region \(eu-central-1\): S3 notifies only a Lambda function in its own region/);
+    assert.match(refused[0] as string, /set bucketRegion to the region of the bucket gardenlinux-github-releases/);
+    // The first deployment creates the stack from this template: refused there, it creates nothing at all.
+    const create = JSON.parse(await readFile(join(out, 'cloudformation-template-create-stack.json'), 'utf8')) as Template;
+    assert.deepEqual(create.Rules, template.Rules);
+  });
+
   it('lets the function read the one secret named, not another whose name begins alike', () => {
     assert.equal(condition(template, template.Conditions?.SecretIsArn), false, 'a name, not an ARN');
     const [pattern] = statements(template).filter((s) => s.actions.includes('secretsmanager:GetSecretValue')).flatMap((s) => s.resources.map((r) => deployed(template, r)));
@@ -358,7 +398,7 @@ describe('the CloudFormation template for another account', () => {
   const secretArn = 'arn:aws:secretsmanager:us-east-1:210987654321:secret:publisher/registry-Xy12Zw';
   before(async () => {
     out = await mkdtemp(join(tmpdir(), 'gl-package-account-'));
-    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096']);
+    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096', 'bucket=publisher-builds', 'bucketRegion=us-east-1']);
   });
   after(async () => {
     if (out) await rm(out, { recursive: true, force: true });
@@ -369,6 +409,13 @@ describe('the CloudFormation template for another account', () => {
     const resources = statements(template).filter((s) => s.actions.includes('secretsmanager:GetSecretValue')).flatMap((s) => s.resources.map((r) => deployed(template, r)));
     assert.deepEqual(resources, [secretArn]);
     assert.equal(loadConfig(deployedEnv(template)).credentialsSecret, secretArn, 'and the function reads it by that ARN');
+  });
+
+  it("deploys in the bucket's region only", () => {
+    assert.deepEqual(failedAssertions(template, 'us-east-1'), []);
+    assert.deepEqual(failedAssertions(template, 'eu-central-1'), [
+      "the stack must be deployed in the bucket's region (us-east-1): S3 notifies only a Lambda function in its own region. Deploy with --region us-east-1, or set bucketRegion to the region of the bucket publisher-builds (docs/operations.md, \"Deploy\")",
+    ]);
   });
 
   it('reserves the concurrency and takes the memory size the parameters give', () => {
