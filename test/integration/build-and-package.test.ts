@@ -169,6 +169,24 @@ function deployedEnv(template: Template): Record<string, string> {
   return Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, deployed(template, v) as string]));
 }
 
+/**
+ * Where the code lists (objects/<base>/ in publish-build.ts; records/ and digests/ under the state prefix in
+ * state-store.ts), and meta/singles/, whose missing keys S3Store tells from refused ones by listing them.
+ */
+function listedPrefixes(statePrefix: string): string[] {
+  return ['objects/*', 'meta/singles/*', `${statePrefix}records/*`, `${statePrefix}digests/*`];
+}
+
+/** The s3:prefix patterns the function's one s3:ListBucket statement is restricted to. */
+function listCondition(template: Template): unknown {
+  const list = statements(template).filter((s) => s.actions.includes('s3:ListBucket'));
+  assert.equal(list.length, 1);
+  assert.deepEqual(Object.keys(list[0]?.condition ?? {}), ['StringLike'], 'a condition of one operator');
+  const byKey = (list[0]?.condition as { StringLike: Record<string, unknown> }).StringLike;
+  assert.deepEqual(Object.keys(byKey), ['s3:prefix']);
+  return byKey['s3:prefix'];
+}
+
 /** The template osls makes of serverless.yml with these `--param` settings, into `out`. */
 async function packageTemplate(out: string, params: string[] = []): Promise<Template> {
   // No AWS credentials, no network use: what CI and a developer without an account can run.
@@ -254,6 +272,7 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(of('s3:PutObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')]);
     assert.deepEqual(of('s3:DeleteObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')], 'a retraction deletes a record');
     assert.deepEqual(of('s3:ListBucket'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases')]);
+    assert.deepEqual(listCondition(template), listedPrefixes(deployedEnv(template).STATE_PREFIX as string), 'listing only where the code lists');
     assert.deepEqual(
       of('secretsmanager:GetSecretValue').map((r) => deployed(template, r)),
       ['arn:aws:secretsmanager:eu-central-1:123456789012:secret:gardenlinux-oci-publisher/registry-??????'],
@@ -398,7 +417,7 @@ describe('the CloudFormation template for another account', () => {
   const secretArn = 'arn:aws:secretsmanager:us-east-1:210987654321:secret:publisher/registry-Xy12Zw';
   before(async () => {
     out = await mkdtemp(join(tmpdir(), 'gl-package-account-'));
-    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096', 'bucket=publisher-builds', 'bucketRegion=us-east-1']);
+    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096', 'bucket=publisher-builds', 'bucketRegion=us-east-1', 'statePrefix=publisher-state/']);
   });
   after(async () => {
     if (out) await rm(out, { recursive: true, force: true });
@@ -416,6 +435,13 @@ describe('the CloudFormation template for another account', () => {
     assert.deepEqual(failedAssertions(template, 'eu-central-1'), [
       "the stack must be deployed in the bucket's region (us-east-1): S3 notifies only a Lambda function in its own region. Deploy with --region us-east-1, or set bucketRegion to the region of the bucket publisher-builds (docs/operations.md, \"Deploy\")",
     ]);
+  });
+
+  it("lists the bucket under this deployment's state prefix, and where the code lists", () => {
+    assert.equal(deployedEnv(template).STATE_PREFIX, 'publisher-state/');
+    assert.deepEqual(listCondition(template), listedPrefixes('publisher-state/'));
+    const reads = statements(template).filter((s) => s.actions.includes('s3:GetObject') && s.role === 'IamRoleLambdaExecution');
+    assert.ok(reads.some((s) => JSON.stringify(s.resources).includes('publisher-builds/publisher-state/*')), 'the records are read and written there too');
   });
 
   it('reserves the concurrency and takes the memory size the parameters give', () => {
