@@ -10,6 +10,7 @@ import {
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { SourceError } from '../util/errors';
+import { kmsHint } from '../util/kms-hint';
 import type { ObjectData, ObjectInfo, ObjectStore, OpenOptions } from './object-store';
 
 export interface S3Settings {
@@ -74,12 +75,13 @@ export class S3Store implements ObjectStore {
     this.description = `s3://${bucket}`;
   }
 
-  /** Fails with S3's answer, and what to do when the caller knows more (`hint`). */
+  /** Fails with S3's answer, and what to do when a KMS key caused it or the caller knows more (`hint`). */
   private fail(action: string, key: string, err: unknown, hint?: string): never {
     const where = `s3://${this.bucket}/${key}`;
     if (isChanged(err)) throw new SourceError(`${action} ${where}: the object changed while it was being published`, { cause: err });
     const s3 = err instanceof S3ServiceException ? ` (${err.name}, HTTP ${statusOf(err) ?? '?'})` : '';
-    throw new SourceError(`${action} ${where} failed${s3}: ${(err as Error).message}${hint ? `; ${hint}` : ''}`, { cause: err, retryable: isTransient(err) });
+    const why = kmsHint(err) ?? hint;
+    throw new SourceError(`${action} ${where} failed${s3}: ${(err as Error).message}${why ? `; ${why}` : ''}`, { cause: err, retryable: isTransient(err) });
   }
 
   /**
@@ -87,10 +89,11 @@ export class S3Store implements ObjectStore {
    * the request's own context lacks s3:ListBucket, and the deployment grants ListBucket only for some prefixes
    * (s3:prefix), a condition a GET never meets. So a refusal may be a missing key: a listing of the key itself as
    * prefix settles it (allowed, as every key the code reads lies under a prefix it may list). Absent: `missing`.
-   * Present, or a listing refused too: the refusal is real and fails the read.
+   * Present, or a listing refused too: the refusal is real and fails the read. A refusal by KMS is about an object
+   * that exists.
    */
   private async refusal(key: string, err: unknown): Promise<{ missing: true } | { missing: false; hint?: string }> {
-    if (!isRefused(err)) return { missing: false };
+    if (!isRefused(err) || kmsHint(err) !== undefined) return { missing: false };
     let page;
     try {
       page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: key, MaxKeys: 1 }));

@@ -121,7 +121,8 @@ function deployed(template: Template, value: unknown, account = ACCOUNT): unknow
     });
   }
   if ('Ref' in v && typeof v.Ref === 'string') return v.Ref === 'AWS::NoValue' ? undefined : v.Ref in account ? account[v.Ref] : value;
-  return value;
+  if (Object.keys(v).some((k) => k.startsWith('Fn::'))) return value;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, deployed(template, x, account)]));
 }
 
 /** A condition of the template, evaluated as CloudFormation would (its operands are literals after packaging). */
@@ -294,7 +295,9 @@ describe('the CloudFormation template (osls package)', () => {
     ]);
   });
 
-  it('adds the secret policy only with a secret, the ECR policy only with an ECR repository, the KMS policy only with a key', () => {
+  it('adds the secret policy only with a secret, the ECR policy only with an ECR repository, the signing policy only with a key, the KMS keys policy only with keys', () => {
+    assert.equal(template.Resources.KmsKeysPolicy?.Condition, 'UsesKmsKeys');
+    assert.equal(condition(template, template.Conditions?.UsesKmsKeys), false, 'no kmsKeyArns: no statement at all');
     assert.equal(template.Resources.RegistrySecretPolicy?.Condition, 'UsesSecret');
     assert.equal(template.Resources.EcrPushPolicy?.Condition, 'UsesEcr');
     assert.deepEqual(template.Conditions?.UsesEcr, { 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] }, 'off by default');
@@ -415,9 +418,11 @@ describe('the CloudFormation template for another account', () => {
   let out: string;
   let template: Template;
   const secretArn = 'arn:aws:secretsmanager:us-east-1:210987654321:secret:publisher/registry-Xy12Zw';
+  const keys = ['arn:aws:kms:us-east-1:210987654321:key/1111aaaa-11aa-11aa-11aa-111111aaaaaa', 'arn:aws:kms:us-east-1:210987654321:key/2222bbbb-22bb-22bb-22bb-222222bbbbbb'];
+  const east = { ...ACCOUNT, 'AWS::Region': 'us-east-1', 'AWS::AccountId': '210987654321' };
   before(async () => {
     out = await mkdtemp(join(tmpdir(), 'gl-package-account-'));
-    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096', 'bucket=publisher-builds', 'bucketRegion=us-east-1', 'statePrefix=publisher-state/']);
+    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096', 'bucket=publisher-builds', 'bucketRegion=us-east-1', 'statePrefix=publisher-state/', `kmsKeyArns=${keys.join(',')}`]);
   });
   after(async () => {
     if (out) await rm(out, { recursive: true, force: true });
@@ -442,6 +447,24 @@ describe('the CloudFormation template for another account', () => {
     assert.deepEqual(listCondition(template), listedPrefixes('publisher-state/'));
     const reads = statements(template).filter((s) => s.actions.includes('s3:GetObject') && s.role === 'IamRoleLambdaExecution');
     assert.ok(reads.some((s) => JSON.stringify(s.resources).includes('publisher-builds/publisher-state/*')), 'the records are read and written there too');
+  });
+
+  it('lets the function use exactly the KMS keys named, and only through S3 and Secrets Manager', () => {
+    assert.equal(condition(template, template.Conditions?.UsesKmsKeys), true);
+    const inStack = (s: Statement) => {
+      const name = template.Resources[s.role]?.Condition;
+      return name === undefined || condition(template, template.Conditions?.[name], east);
+    };
+    // Every KMS permission the deployed role has (no signing key here).
+    const kms = statements(template)
+      .filter((s) => inStack(s) && s.actions.some((a) => a.startsWith('kms:')))
+      .map((s) => ({ role: s.role, actions: s.actions, resources: s.resources.flatMap((r) => deployed(template, r, east)), condition: deployed(template, s.condition, east) }));
+    assert.deepEqual(kms, [
+      // Reading SSE-KMS objects and the secret.
+      { role: 'KmsKeysPolicy', actions: ['kms:Decrypt'], resources: keys, condition: { StringEquals: { 'kms:ViaService': ['s3.us-east-1.amazonaws.com', 'secretsmanager.us-east-1.amazonaws.com'] } } },
+      // Writing the records into a bucket whose default encryption is such a key.
+      { role: 'KmsKeysPolicy', actions: ['kms:GenerateDataKey'], resources: keys, condition: { StringEquals: { 'kms:ViaService': 's3.us-east-1.amazonaws.com' } } },
+    ]);
   });
 
   it('reserves the concurrency and takes the memory size the parameters give', () => {

@@ -1,8 +1,9 @@
 /**
  * S3 as the deployment's role sees it, through a front on 127.0.0.1 that answers as AWS does (test/helpers/
  * s3-iam-front.ts): listings only under the prefixes of the role's s3:ListBucket condition, taken from
- * serverless.yml itself; a missing key answered 403 AccessDenied, not 404 (a GET never meets that condition).
- * Publications, re-runs and retractions still work, and real refusals fail naming the permission that is missing.
+ * serverless.yml itself; a missing key answered 403 AccessDenied, not 404 (a GET never meets that condition); an
+ * object encrypted with a KMS key the role may not use answered 403 with AWS's kms:Decrypt message. Publications,
+ * re-runs and retractions still work, and real refusals fail naming the permission that is missing.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -31,6 +32,12 @@ function listPrefixes(statePrefix: string): string[] {
   assert.ok(patterns && patterns.length > 0, 'ListBucket is restricted by s3:prefix');
   return patterns.map((p) => p.replaceAll('${param:statePrefix}', statePrefix));
 }
+
+/** AWS's message when an SSE-KMS object's key may not be used by the caller. */
+const KMS_DENIED =
+  'User: arn:aws:sts::111122223333:assumed-role/gardenlinux-oci-publisher-prod-eu-central-1-lambdaRole/gardenlinux-oci-publisher-prod-publish ' +
+  'is not authorized to perform: kms:Decrypt on resource: arn:aws:kms:eu-central-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab ' +
+  'because no identity-based policy allows the kms:Decrypt action';
 
 describe('S3 with the deployment role: ListBucket on some prefixes only, missing keys answered 403', () => {
   let registry: TestRegistry;
@@ -111,6 +118,27 @@ describe('S3 with the deployment role: ListBucket on some prefixes only, missing
       assert.equal(job.errorKind, 'source');
       assert.match(job.error ?? '', new RegExp(`reading s3://${BUCKET}/${key.replace(/\./g, '\\.')} failed \\(AccessDenied, HTTP 403\\): Access Denied`));
       assert.match(job.error ?? '', /the object exists, and the function's role may not read it: s3:GetObject on it is missing/);
+    } finally {
+      front.allow(key);
+    }
+  });
+
+  it('an object encrypted with a KMS key the role may not use: fails naming kms:Decrypt and the parameter, with AWS\'s message', async () => {
+    const b = sampleBuild({ flavor: 'openstack-gardener_prod', arch: 'amd64', commit: 'feed0005' });
+    await uploadBuild(s3.client, BUCKET, b);
+    const key = `objects/${b.base}/${b.base}.raw`;
+    front.refuse(key, KMS_DENIED);
+    const lines: string[] = [];
+    try {
+      front.log.length = 0;
+      const job = await publish('iam-kms', b, lines);
+      assert.equal(job.outcome, 'failed');
+      assert.equal(job.errorKind, 'source');
+      assert.ok(job.error?.includes(KMS_DENIED), job.error);
+      assert.match(job.error ?? '', /the function's role lacks kms:Decrypt on the KMS key that encrypts it: add the key's ARN to the deployment parameter kmsKeyArns/);
+      assert.ok(!front.log.some((e) => e.listPrefix === key), 'a KMS refusal is about an object that exists: not listed');
+      const failed = lines.map((l) => JSON.parse(l) as { msg?: string; error?: string }).find((l) => l.msg === 'job failed');
+      assert.match(failed?.error ?? '', /kms:Decrypt .*kmsKeyArns/);
     } finally {
       front.allow(key);
     }
