@@ -335,7 +335,7 @@ describe('the CloudFormation template (osls package)', () => {
     assert.ok(!iamMatches(String(pattern), arn('gardenlinux-oci-publisher/registry2-AbCdEf')));
   });
 
-  it('imports the failure queue the infra stack exports, which alarms on errors, queue depth and duration', async () => {
+  it('imports the failure queue the infra stack exports, which alarms on errors, queue depth, duration, throttles, dropped events and failed deliveries', async () => {
     const infra = YAML.parse(await readFile('infra/failure-queue-and-alarms.yml', 'utf8')) as Template & { Outputs: Record<string, { Export?: { Name: unknown } }> };
     assert.deepEqual(infra.Outputs.FailureQueueArn?.Export?.Name, { 'Fn::Sub': '${AWS::StackName}-FailureQueueArn' });
     const alarms = Object.values(infra.Resources).filter((r) => r.Type === 'AWS::CloudWatch::Alarm').map((r) => r.Properties);
@@ -344,6 +344,12 @@ describe('the CloudFormation template (osls package)', () => {
     assert.ok(byMetric.has('AWS/SQS ApproximateNumberOfMessagesVisible'));
     assert.deepEqual(byMetric.get('AWS/Lambda Duration')?.Threshold, { Ref: 'DurationAlarmMilliseconds' });
     assert.equal((infra as unknown as { Parameters: Record<string, { Default: unknown }> }).Parameters.DurationAlarmMilliseconds?.Default, 780000);
+    for (const metric of ['Throttles', 'AsyncEventsDropped', 'DestinationDeliveryFailures']) {
+      assert.deepEqual(byMetric.get(`AWS/Lambda ${metric}`)?.Dimensions, [{ Name: 'FunctionName', Value: { Ref: 'FunctionName' } }], `${metric} of this function`);
+    }
+    // The function the alarms watch is the one this template deploys (the infra stack's default FunctionName).
+    const name = (infra as unknown as { Parameters: Record<string, { Default: unknown }> }).Parameters.FunctionName?.Default;
+    assert.equal(name, template.Resources.PublishLambdaFunction?.Properties.FunctionName);
     for (const a of alarms) assert.ok(Array.isArray(a.AlarmActions), `${String(a.MetricName)} notifies`);
   });
 });
