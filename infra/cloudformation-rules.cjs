@@ -3,8 +3,8 @@
 // osls's schema for `resources` knows Resources, Conditions, Outputs and the like but not Rules: a `Rules` key
 // there fails the package ("unrecognized property 'Rules'"), and nothing else writes one. The rules are therefore
 // kept in `custom.cloudFormationRules` (resolved like the rest of serverless.yml) and copied here into both
-// templates osls deploys: the one that first creates the stack, so that a deployment the rules refuse creates
-// nothing at all, not even osls's deployment bucket, and the one that updates it.
+// templates osls deploys: the one that first creates the stack, so that a deployment the rules refuse creates no
+// resource, not even osls's deployment bucket, and the one that updates it.
 'use strict';
 
 const path = require('node:path');
