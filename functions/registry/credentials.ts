@@ -7,6 +7,7 @@
 import { ECRClient, GetAuthorizationTokenCommand } from '@aws-sdk/client-ecr';
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import * as z from 'zod';
+import { kmsHint } from '../util/kms-hint';
 import type { Credentials } from './auth';
 import { RegistryError } from './errors';
 
@@ -47,9 +48,13 @@ function cached(description: string, fetch: () => Promise<{ credentials: Credent
   };
 }
 
-/** An AWS SDK call for credentials that failed: retryable when the SDK says so (throttling, a 5xx). */
+/**
+ * An AWS SDK call for credentials that failed: retryable when the SDK says so (throttling, a 5xx). A secret
+ * encrypted with a customer-managed KMS key the role may not use says what to do.
+ */
 function awsFailure(what: string, err: unknown): RegistryError {
-  return new RegistryError(`${what} failed: ${(err as Error).name}: ${(err as Error).message}`, {
+  const hint = kmsHint(err);
+  return new RegistryError(`${what} failed: ${(err as Error).name}: ${(err as Error).message}${hint ? `; ${hint}` : ''}`, {
     code: 'CREDENTIALS',
     retryable: (err as { $retryable?: unknown }).$retryable !== undefined,
     cause: err,

@@ -134,7 +134,8 @@ export function readPublicKey(path: string): Promise<KeyObject> {
 }
 
 const RSA_SPECS = new Set(['RSA_2048', 'RSA_3072', 'RSA_4096']);
-const ALGORITHM = 'RSASSA_PKCS1_V1_5_SHA_256';
+/** The one algorithm Sign asks for; the deployment's IAM policy allows kms:Sign with it only (serverless.yml). */
+export const SIGNING_ALGORITHM = 'RSASSA_PKCS1_V1_5_SHA_256';
 
 /** KMS errors that retrying cannot help: the SDK does not retry them, and they fail the job at once. */
 function kmsError(err: unknown, what: string): SigningError {
@@ -166,7 +167,7 @@ export async function kmsSigner(client: KMSClient, keyId: string, description: s
       `its spec is ${got.KeySpec ?? 'unknown'}, not RSA_2048/3072/4096${got.KeySpec?.startsWith('ECC') ? ' (an EC key cannot satisfy gardenlinux-update, which verifies RSA only)' : ''}`,
     );
   }
-  if (!(got.SigningAlgorithms ?? []).includes(ALGORITHM)) why.push(`it does not offer ${ALGORITHM}`);
+  if (!(got.SigningAlgorithms ?? []).includes(SIGNING_ALGORITHM)) why.push(`it does not offer ${SIGNING_ALGORITHM}`);
   if (why.length > 0) throw new SigningError(`the KMS key ${keyId} cannot sign for Garden Linux: ${why.join('; ')}`);
   if (!got.PublicKey) throw new SigningError(`KMS GetPublicKey of ${keyId} returned no public key`);
   let publicKey: KeyObject;
@@ -181,7 +182,7 @@ export async function kmsSigner(client: KMSClient, keyId: string, description: s
     publicKey,
     async signSha256Digest(digest) {
       try {
-        const r = await client.send(new SignCommand({ KeyId: keyId, Message: digest, MessageType: 'DIGEST', SigningAlgorithm: ALGORITHM }));
+        const r = await client.send(new SignCommand({ KeyId: keyId, Message: digest, MessageType: 'DIGEST', SigningAlgorithm: SIGNING_ALGORITHM }));
         if (!r.Signature) throw new Error('no signature in the response');
         return Buffer.from(r.Signature);
       } catch (err) {

@@ -10,6 +10,7 @@ import {
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { SourceError } from '../util/errors';
+import { kmsHint } from '../util/kms-hint';
 import type { ObjectData, ObjectInfo, ObjectStore, OpenOptions } from './object-store';
 
 export interface S3Settings {
@@ -50,6 +51,10 @@ function isMissing(err: unknown): boolean {
   return err instanceof S3ServiceException && (err.name === 'NoSuchKey' || err.name === 'NotFound' || statusOf(err) === 404);
 }
 
+function isRefused(err: unknown): boolean {
+  return err instanceof S3ServiceException && (err.name === 'AccessDenied' || statusOf(err) === 403);
+}
+
 function isChanged(err: unknown): boolean {
   return err instanceof S3ServiceException && (err.name === 'PreconditionFailed' || statusOf(err) === 412);
 }
@@ -70,11 +75,35 @@ export class S3Store implements ObjectStore {
     this.description = `s3://${bucket}`;
   }
 
-  private fail(action: string, key: string, err: unknown): never {
+  /** Fails with S3's answer, and what to do when a KMS key caused it or the caller knows more (`hint`). */
+  private fail(action: string, key: string, err: unknown, hint?: string): never {
     const where = `s3://${this.bucket}/${key}`;
     if (isChanged(err)) throw new SourceError(`${action} ${where}: the object changed while it was being published`, { cause: err });
     const s3 = err instanceof S3ServiceException ? ` (${err.name}, HTTP ${statusOf(err) ?? '?'})` : '';
-    throw new SourceError(`${action} ${where} failed${s3}: ${(err as Error).message}`, { cause: err, retryable: isTransient(err) });
+    const why = kmsHint(err) ?? hint;
+    throw new SourceError(`${action} ${where} failed${s3}: ${(err as Error).message}${why ? `; ${why}` : ''}`, { cause: err, retryable: isTransient(err) });
+  }
+
+  /**
+   * What a read refused with 403 was. S3 answers a GET of a missing key with 403 AccessDenied instead of 404 when
+   * the request's own context lacks s3:ListBucket, and the deployment grants ListBucket only for some prefixes
+   * (s3:prefix), a condition a GET never meets. So a refusal may be a missing key: a listing of the key itself as
+   * prefix settles it (allowed, as every key the code reads lies under a prefix it may list). Absent: `missing`.
+   * Present, or a listing refused too: the refusal is real and fails the read. A refusal by KMS is about an object
+   * that exists.
+   */
+  private async refusal(key: string, err: unknown): Promise<{ missing: true } | { missing: false; hint?: string }> {
+    if (!isRefused(err) || kmsHint(err) !== undefined) return { missing: false };
+    let page;
+    try {
+      page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: key, MaxKeys: 1 }));
+    } catch (listErr) {
+      const why = isRefused(listErr) ? 's3:ListBucket on its prefix is missing' : (listErr as Error).message;
+      return { missing: false, hint: `listing the key, to tell a missing object from a refused read, failed too (${(listErr as Error).name}): ${why}` };
+    }
+    // Keys are listed in order: the key itself comes before any longer one.
+    if (page.Contents?.[0]?.Key !== key) return { missing: true };
+    return { missing: false, hint: "the object exists, and the function's role may not read it: s3:GetObject on it is missing, or a bucket policy refuses it" };
   }
 
   /** Every page of a listing, following continuation tokens; `delimiter` groups keys into common prefixes. */
@@ -87,7 +116,7 @@ export class S3Store implements ObjectStore {
           new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(delimiter ? { Delimiter: delimiter } : {}), ...(token ? { ContinuationToken: token } : {}) }),
         );
       } catch (err) {
-        this.fail('listing', prefix, err);
+        this.fail('listing', prefix, err, isRefused(err) ? "the function's role may not list this prefix: s3:ListBucket for it is missing (its s3:prefix condition)" : undefined);
       }
       yield page;
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -132,7 +161,9 @@ export class S3Store implements ObjectStore {
       res = await this.getObject(key, options.etag ? { etag: options.etag } : {});
     } catch (err) {
       if (isMissing(err)) return undefined;
-      this.fail('reading', key, err);
+      const refused = await this.refusal(key, err);
+      if (refused.missing) return undefined;
+      this.fail('reading', key, err, refused.hint);
     }
     if (options.etag !== undefined && res.ETag !== undefined && unquote(res.ETag) !== options.etag) {
       (res.Body as Readable | undefined)?.destroy();
@@ -160,8 +191,9 @@ export class S3Store implements ObjectStore {
     try {
       res = await this.getObject(key, options);
     } catch (err) {
-      if (isMissing(err)) throw new SourceError(`s3://${this.bucket}/${key} does not exist`, { cause: err });
-      this.fail('reading', key, err);
+      const refused = isMissing(err) ? { missing: true as const } : await this.refusal(key, err);
+      if (refused.missing) throw new SourceError(`s3://${this.bucket}/${key} does not exist`, { cause: err });
+      this.fail('reading', key, err, refused.hint);
     }
     // Stores that ignore If-Match (s3rver, some S3-compatible ones) are still caught here.
     if (options.etag !== undefined && res.ETag !== undefined && unquote(res.ETag) !== options.etag) {

@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { loadConfig } from '../../functions/publish/config';
+import { SIGNING_ALGORITHM } from '../../functions/signing/signer';
 import { sampleBuild, writeBuildDir } from '../../tools/sample-builds';
 
 const exec = promisify(execFile);
@@ -93,11 +94,18 @@ describe('the Lambda bundle', () => {
   });
 });
 
-type Template = { Resources: Record<string, { Type: string; Properties: Record<string, unknown>; Condition?: string }>; Conditions?: Record<string, unknown> };
+type Rule = { RuleCondition?: unknown; Assertions: Array<{ Assert: unknown; AssertDescription: string }> };
+type Template = {
+  Resources: Record<string, { Type: string; Properties: Record<string, unknown>; Condition?: string }>;
+  Conditions?: Record<string, unknown>;
+  Rules?: Record<string, Rule>;
+};
 
-/** Every Resource value of every IAM statement in the template, with the statement's actions. */
-function statements(template: Template): Array<{ role: string; actions: string[]; resources: unknown[] }> {
-  const out: Array<{ role: string; actions: string[]; resources: unknown[] }> = [];
+type Statement = { role: string; actions: string[]; resources: unknown[]; condition?: unknown };
+
+/** Every Resource value of every IAM statement in the template, with the statement's actions and condition. */
+function statements(template: Template): Statement[] {
+  const out: Statement[] = [];
   for (const [name, r] of Object.entries(template.Resources)) {
     const docs: unknown[] =
       r.Type === 'AWS::IAM::Role'
@@ -105,35 +113,105 @@ function statements(template: Template): Array<{ role: string; actions: string[]
         : r.Type === 'AWS::IAM::Policy'
           ? [r.Properties.PolicyDocument]
           : [];
-    for (const doc of docs as Array<{ Statement: Array<{ Action: string | string[]; Resource: unknown }> }>) {
+    for (const doc of docs as Array<{ Statement: Array<{ Action: string | string[]; Resource: unknown; Condition?: unknown }> }>) {
       for (const st of doc.Statement) {
-        out.push({ role: name, actions: [st.Action].flat(), resources: [st.Resource].flat() });
+        out.push({ role: name, actions: [st.Action].flat(), resources: [st.Resource].flat(), ...(st.Condition ? { condition: st.Condition } : {}) });
       }
     }
   }
   return out;
 }
 
+/** The account a template is deployed into, for the pseudo parameters of an evaluation. */
+const ACCOUNT = { 'AWS::Partition': 'aws', 'AWS::Region': 'eu-central-1', 'AWS::AccountId': '123456789012' } as Record<string, string>;
+
+/**
+ * A value of the template as CloudFormation would deploy it into ACCOUNT: Fn::If by the template's conditions
+ * (AWS::NoValue: undefined), Fn::Select, Fn::Split, Fn::Sub and Ref of pseudo parameters. Anything else is kept.
+ */
+function deployed(template: Template, value: unknown, account = ACCOUNT): unknown {
+  if (Array.isArray(value)) return value.map((v) => deployed(template, v, account));
+  if (value === null || typeof value !== 'object') return value;
+  const v = value as Record<string, unknown>;
+  const args = (name: string) => v[name] as unknown[];
+  if ('Fn::If' in v) {
+    const [name, yes, no] = args('Fn::If') as [string, unknown, unknown];
+    return deployed(template, condition(template, template.Conditions?.[name], account) ? yes : no, account);
+  }
+  if ('Fn::Select' in v) return (deployed(template, args('Fn::Select')[1], account) as unknown[])[Number(args('Fn::Select')[0])];
+  if ('Fn::Split' in v) return String(deployed(template, args('Fn::Split')[1], account)).split(String(args('Fn::Split')[0]));
+  if ('Fn::Sub' in v && typeof v['Fn::Sub'] === 'string') {
+    return v['Fn::Sub'].replace(/\$\{([^}]+)\}/g, (_, name: string) => {
+      if (!(name in account)) throw new Error(`cannot substitute \${${name}}`);
+      return account[name] as string;
+    });
+  }
+  if ('Ref' in v && typeof v.Ref === 'string') return v.Ref === 'AWS::NoValue' ? undefined : v.Ref in account ? account[v.Ref] : value;
+  if (Object.keys(v).some((k) => k.startsWith('Fn::'))) return value;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, deployed(template, x, account)]));
+}
+
 /** A condition of the template, evaluated as CloudFormation would (its operands are literals after packaging). */
-function condition(template: Template, value: unknown): boolean {
+function condition(template: Template, value: unknown, account = ACCOUNT): boolean {
   const v = value as Record<string, unknown[]>;
-  if (v['Fn::Not']) return !condition(template, v['Fn::Not'][0]);
-  if (v['Fn::Or']) return v['Fn::Or'].some((c) => condition(template, c));
-  if (v['Fn::Equals']) return v['Fn::Equals'][0] === v['Fn::Equals'][1];
-  if (typeof (value as { Condition?: unknown }).Condition === 'string') return condition(template, template.Conditions?.[(value as { Condition: string }).Condition]);
+  if (v['Fn::Not']) return !condition(template, v['Fn::Not'][0], account);
+  if (v['Fn::Or']) return v['Fn::Or'].some((c) => condition(template, c, account));
+  if (v['Fn::And']) return v['Fn::And'].every((c) => condition(template, c, account));
+  if (v['Fn::Equals']) return deployed(template, v['Fn::Equals'][0], account) === deployed(template, v['Fn::Equals'][1], account);
+  if (typeof (value as { Condition?: unknown }).Condition === 'string') return condition(template, template.Conditions?.[(value as { Condition: string }).Condition], account);
   throw new Error(`cannot evaluate ${JSON.stringify(value)}`);
+}
+
+/**
+ * The descriptions of the template's rule assertions that fail when deployed into `region`, as CloudFormation
+ * evaluates its Rules before it creates or changes anything (the rule functions these rules use: Fn::Equals, Fn::Not,
+ * Fn::And, Fn::Or, and Ref of a pseudo parameter). A Rules section cannot be tried offline otherwise.
+ */
+function failedAssertions(template: Template, region: string): string[] {
+  const account: Record<string, string> = { ...ACCOUNT, 'AWS::Region': region };
+  const holds = (e: unknown): boolean | string => {
+    if (typeof e === 'string') return e;
+    const v = e as Record<string, unknown>;
+    const args = (name: string) => v[name] as unknown[];
+    if ('Fn::Equals' in v) return holds(args('Fn::Equals')[0]) === holds(args('Fn::Equals')[1]);
+    if ('Fn::Not' in v) return !holds(args('Fn::Not')[0]);
+    if ('Fn::And' in v) return args('Fn::And').every((c) => holds(c) === true);
+    if ('Fn::Or' in v) return args('Fn::Or').some((c) => holds(c) === true);
+    if (typeof v.Ref === 'string' && v.Ref in account) return account[v.Ref] as string;
+    throw new Error(`cannot evaluate ${JSON.stringify(e)} in a rule`);
+  };
+  return Object.values(template.Rules ?? {}).flatMap((rule) =>
+    rule.RuleCondition !== undefined && holds(rule.RuleCondition) !== true ? [] : rule.Assertions.filter((a) => holds(a.Assert) !== true).map((a) => a.AssertDescription),
+  );
+}
+
+/** IAM's wildcards in a Resource: `*` any run of characters, `?` any one. */
+function iamMatches(pattern: string, arn: string): boolean {
+  return new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`).test(arn);
 }
 
 /** The function's environment as deployed: each Fn::If resolved with the template's own conditions. */
 function deployedEnv(template: Template): Record<string, string> {
   const vars = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, unknown> } }).Environment.Variables;
-  return Object.fromEntries(
-    Object.entries(vars).map(([k, v]) => {
-      const ifs = (v as { 'Fn::If'?: [string, string, string] })['Fn::If'];
-      if (!ifs) return [k, v as string];
-      return [k, condition(template, template.Conditions?.[ifs[0]]) ? ifs[1] : ifs[2]];
-    }),
-  );
+  return Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, deployed(template, v) as string]));
+}
+
+/**
+ * Where the code lists (objects/<base>/ in publish-build.ts; records/ and digests/ under the state prefix in
+ * state-store.ts), and meta/singles/, whose missing keys S3Store tells from refused ones by listing them.
+ */
+function listedPrefixes(statePrefix: string): string[] {
+  return ['objects/*', 'meta/singles/*', `${statePrefix}records/*`, `${statePrefix}digests/*`];
+}
+
+/** The s3:prefix patterns the function's one s3:ListBucket statement is restricted to. */
+function listCondition(template: Template): unknown {
+  const list = statements(template).filter((s) => s.actions.includes('s3:ListBucket'));
+  assert.equal(list.length, 1);
+  assert.deepEqual(Object.keys(list[0]?.condition ?? {}), ['StringLike'], 'a condition of one operator');
+  const byKey = (list[0]?.condition as { StringLike: Record<string, unknown> }).StringLike;
+  assert.deepEqual(Object.keys(byKey), ['s3:prefix']);
+  return byKey['s3:prefix'];
 }
 
 /** The template osls makes of serverless.yml with these `--param` settings, into `out`. */
@@ -160,7 +238,7 @@ describe('the CloudFormation template (osls package)', () => {
 
   const fn = () => template.Resources.PublishLambdaFunction?.Properties as Record<string, unknown>;
 
-  it('runs nodejs22.x on arm64 with 2 GB, 900 s, 512 MB of /tmp and the zip npm run build made', () => {
+  it('runs nodejs22.x on arm64 with 2 GB, 900 s, 512 MB of /tmp and the zip npm run build made, with no reserved concurrency', () => {
     assert.equal(fn().Runtime, 'nodejs22.x');
     assert.deepEqual(fn().Architectures, ['arm64']);
     assert.equal(fn().MemorySize, 2048);
@@ -168,7 +246,10 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(fn().EphemeralStorage, { Size: 512 });
     assert.equal(fn().Handler, 'index.handler');
     assert.match(String((fn().Code as { S3Key: string }).S3Key), /publish\.zip$/);
-    assert.equal(fn().ReservedConcurrentExecutions, 10);
+    // A new account may have 10 executions in all, and Lambda refuses a reservation that leaves fewer than 10.
+    assert.deepEqual(fn().ReservedConcurrentExecutions, { 'Fn::If': ['ReservesConcurrency', 'none', { Ref: 'AWS::NoValue' }] });
+    assert.equal(condition(template, template.Conditions?.ReservesConcurrency), false);
+    assert.equal(deployed(template, fn().ReservedConcurrentExecutions), undefined, 'the property is left out');
   });
 
   it('logs JSON, kept 30 days', () => {
@@ -218,7 +299,11 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(of('s3:PutObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')]);
     assert.deepEqual(of('s3:DeleteObject'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases/oci-publisher/*')], 'a retraction deletes a record');
     assert.deepEqual(of('s3:ListBucket'), [sub('arn:${AWS::Partition}:s3:::gardenlinux-github-releases')]);
-    assert.deepEqual(of('secretsmanager:GetSecretValue'), [sub('arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:gardenlinux-oci-publisher/registry-*')]);
+    assert.deepEqual(listCondition(template), listedPrefixes(deployedEnv(template).STATE_PREFIX as string), 'listing only where the code lists');
+    assert.deepEqual(
+      of('secretsmanager:GetSecretValue').map((r) => deployed(template, r)),
+      ['arn:aws:secretsmanager:eu-central-1:123456789012:secret:gardenlinux-oci-publisher/registry-??????'],
+    );
     assert.deepEqual(of('sqs:SendMessage'), [{ 'Fn::ImportValue': 'gardenlinux-oci-publisher-infra-FailureQueueArn' }]);
     // No wildcard resource, except where AWS offers no resource-level permission (ecr:GetAuthorizationToken).
     const wildcards = sts.filter((s) => s.resources.includes('*'));
@@ -236,7 +321,9 @@ describe('the CloudFormation template (osls package)', () => {
     ]);
   });
 
-  it('adds the secret policy only with a secret, the ECR policy only with an ECR repository, the KMS policy only with a key', () => {
+  it('adds the secret policy only with a secret, the ECR policy only with an ECR repository, the signing policy only with a key, the KMS keys policy only with keys', () => {
+    assert.equal(template.Resources.KmsKeysPolicy?.Condition, 'UsesKmsKeys');
+    assert.equal(condition(template, template.Conditions?.UsesKmsKeys), false, 'no kmsKeyArns: no statement at all');
     assert.equal(template.Resources.RegistrySecretPolicy?.Condition, 'UsesSecret');
     assert.equal(template.Resources.EcrPushPolicy?.Condition, 'UsesEcr');
     assert.deepEqual(template.Conditions?.UsesEcr, { 'Fn::Not': [{ 'Fn::Equals': ['', ''] }] }, 'off by default');
@@ -252,7 +339,29 @@ describe('the CloudFormation template (osls package)', () => {
     assert.deepEqual(config.aliasTemplates, [], 'no release aliases unless a deployment asks');
   });
 
-  it('imports the failure queue the infra stack exports, which alarms on errors, queue depth and duration', async () => {
+  it("refuses to deploy outside the bucket's region, before anything is created, saying why", async () => {
+    assert.deepEqual(Object.keys(template.Rules ?? {}), ['StackInBucketRegion'], 'osls passed the Rules section through (infra/cloudformation-rules.cjs)');
+    assert.deepEqual(failedAssertions(template, 'eu-central-1'), [], 'the bucket is in eu-central-1: the stack deploys there');
+    const refused = failedAssertions(template, 'us-east-1');
+    assert.equal(refused.length, 1);
+    assert.match(refused[0] as string, /^the stack must be deployed in the bucket's region \(eu-central-1\): S3 notifies only a Lambda function in its own region/);
+    assert.match(refused[0] as string, /set bucketRegion to the region of the bucket gardenlinux-github-releases/);
+    // The first deployment creates the stack from this template: refused there, it creates nothing at all.
+    const create = JSON.parse(await readFile(join(out, 'cloudformation-template-create-stack.json'), 'utf8')) as Template;
+    assert.deepEqual(create.Rules, template.Rules);
+  });
+
+  it('lets the function read the one secret named, not another whose name begins alike', () => {
+    assert.equal(condition(template, template.Conditions?.SecretIsArn), false, 'a name, not an ARN');
+    const [pattern] = statements(template).filter((s) => s.actions.includes('secretsmanager:GetSecretValue')).flatMap((s) => s.resources.map((r) => deployed(template, r)));
+    const arn = (name: string) => `arn:aws:secretsmanager:eu-central-1:123456789012:secret:${name}`;
+    // Secrets Manager's ARN of a secret: its name, "-" and 6 random characters.
+    assert.ok(iamMatches(String(pattern), arn('gardenlinux-oci-publisher/registry-AbCdEf')));
+    assert.ok(!iamMatches(String(pattern), arn('gardenlinux-oci-publisher/registry-other-AbCdEf')), 'registry-other is another secret');
+    assert.ok(!iamMatches(String(pattern), arn('gardenlinux-oci-publisher/registry2-AbCdEf')));
+  });
+
+  it('imports the failure queue the infra stack exports, which alarms on errors, queue depth, duration, throttles, dropped events and failed deliveries', async () => {
     const infra = YAML.parse(await readFile('infra/failure-queue-and-alarms.yml', 'utf8')) as Template & { Outputs: Record<string, { Export?: { Name: unknown } }> };
     assert.deepEqual(infra.Outputs.FailureQueueArn?.Export?.Name, { 'Fn::Sub': '${AWS::StackName}-FailureQueueArn' });
     const alarms = Object.values(infra.Resources).filter((r) => r.Type === 'AWS::CloudWatch::Alarm').map((r) => r.Properties);
@@ -261,6 +370,12 @@ describe('the CloudFormation template (osls package)', () => {
     assert.ok(byMetric.has('AWS/SQS ApproximateNumberOfMessagesVisible'));
     assert.deepEqual(byMetric.get('AWS/Lambda Duration')?.Threshold, { Ref: 'DurationAlarmMilliseconds' });
     assert.equal((infra as unknown as { Parameters: Record<string, { Default: unknown }> }).Parameters.DurationAlarmMilliseconds?.Default, 780000);
+    for (const metric of ['Throttles', 'AsyncEventsDropped', 'DestinationDeliveryFailures']) {
+      assert.deepEqual(byMetric.get(`AWS/Lambda ${metric}`)?.Dimensions, [{ Name: 'FunctionName', Value: { Ref: 'FunctionName' } }], `${metric} of this function`);
+    }
+    // The function the alarms watch is the one this template deploys (the infra stack's default FunctionName).
+    const name = (infra as unknown as { Parameters: Record<string, { Default: unknown }> }).Parameters.FunctionName?.Default;
+    assert.equal(name, template.Resources.PublishLambdaFunction?.Properties.FunctionName);
     for (const a of alarms) assert.ok(Array.isArray(a.AlarmActions), `${String(a.MetricName)} notifies`);
   });
 });
@@ -312,10 +427,15 @@ describe('the CloudFormation template with a signing key and release aliases', (
     if (out) await rm(out, { recursive: true, force: true });
   });
 
-  it('grants kms:Sign and kms:GetPublicKey on that key only, and configures the function to sign with it', () => {
+  it('grants kms:Sign, with the one algorithm the signer asks for, and kms:GetPublicKey on that key only, and configures the function to sign with it', () => {
     assert.deepEqual(template.Conditions?.UsesSigningKey, { 'Fn::Not': [{ 'Fn::Or': [{ 'Fn::Equals': [key, ''] }, { 'Fn::Equals': [key, 'none'] }] }] });
-    const kms = statements(template).filter((s) => s.actions.some((a) => a.startsWith('kms:')));
-    assert.deepEqual(kms, [{ role: 'SigningKeyPolicy', actions: ['kms:Sign', 'kms:GetPublicKey'], resources: [key] }]);
+    const kms = statements(template).filter((s) => s.role === 'SigningKeyPolicy');
+    // The algorithm is the signer's own constant: the policy cannot drift from what Sign asks for.
+    assert.deepEqual(kms, [
+      { role: 'SigningKeyPolicy', actions: ['kms:Sign'], resources: [key], condition: { StringEquals: { 'kms:SigningAlgorithm': SIGNING_ALGORITHM } } },
+      { role: 'SigningKeyPolicy', actions: ['kms:GetPublicKey'], resources: [key] },
+    ]);
+    assert.ok(statements(template).every((s) => s.role === 'SigningKeyPolicy' || !s.actions.some((a) => a === 'kms:Sign' || a === 'kms:GetPublicKey')), 'no other statement signs');
     const env = (template.Resources.PublishLambdaFunction?.Properties as { Environment: { Variables: Record<string, unknown> } }).Environment.Variables;
     assert.deepEqual(env.SIGNING_KEY, { 'Fn::If': ['UsesSigningKey', `awskms:///${key}`, ''] });
     // The condition is true: CloudFormation sets the URI, which the function accepts.
@@ -323,5 +443,67 @@ describe('the CloudFormation template with a signing key and release aliases', (
     assert.equal(config.signingKey, `awskms:///${key}`);
     assert.equal(config.signContainerImages, true);
     assert.deepEqual(config.aliasTemplates.map((t) => t.text), ['latest', '{major}', '{version}.0'], 'the aliasTags parameter reaches ALIAS_TAGS');
+  });
+});
+
+describe('the CloudFormation template for another account', () => {
+  let out: string;
+  let template: Template;
+  const secretArn = 'arn:aws:secretsmanager:us-east-1:210987654321:secret:publisher/registry-Xy12Zw';
+  const keys = ['arn:aws:kms:us-east-1:210987654321:key/1111aaaa-11aa-11aa-11aa-111111aaaaaa', 'arn:aws:kms:us-east-1:210987654321:key/2222bbbb-22bb-22bb-22bb-222222bbbbbb'];
+  const east = { ...ACCOUNT, 'AWS::Region': 'us-east-1', 'AWS::AccountId': '210987654321' };
+  before(async () => {
+    out = await mkdtemp(join(tmpdir(), 'gl-package-account-'));
+    template = await packageTemplate(out, [`credentialsSecret=${secretArn}`, 'reservedConcurrency=10', 'memorySize=4096', 'bucket=publisher-builds', 'bucketRegion=us-east-1', 'statePrefix=publisher-state/', `kmsKeyArns=${keys.join(',')}`]);
+  });
+  after(async () => {
+    if (out) await rm(out, { recursive: true, force: true });
+  });
+
+  it('takes a secret given as its full ARN as it is', () => {
+    assert.equal(condition(template, template.Conditions?.SecretIsArn), true);
+    const resources = statements(template).filter((s) => s.actions.includes('secretsmanager:GetSecretValue')).flatMap((s) => s.resources.map((r) => deployed(template, r)));
+    assert.deepEqual(resources, [secretArn]);
+    assert.equal(loadConfig(deployedEnv(template)).credentialsSecret, secretArn, 'and the function reads it by that ARN');
+  });
+
+  it("deploys in the bucket's region only", () => {
+    assert.deepEqual(failedAssertions(template, 'us-east-1'), []);
+    assert.deepEqual(failedAssertions(template, 'eu-central-1'), [
+      "the stack must be deployed in the bucket's region (us-east-1): S3 notifies only a Lambda function in its own region. Deploy with --region us-east-1, or set bucketRegion to the region of the bucket publisher-builds (docs/operations.md, \"Deploy\")",
+    ]);
+  });
+
+  it("lists the bucket under this deployment's state prefix, and where the code lists", () => {
+    assert.equal(deployedEnv(template).STATE_PREFIX, 'publisher-state/');
+    assert.deepEqual(listCondition(template), listedPrefixes('publisher-state/'));
+    const reads = statements(template).filter((s) => s.actions.includes('s3:GetObject') && s.role === 'IamRoleLambdaExecution');
+    assert.ok(reads.some((s) => JSON.stringify(s.resources).includes('publisher-builds/publisher-state/*')), 'the records are read and written there too');
+  });
+
+  it('lets the function use exactly the KMS keys named, and only through S3 and Secrets Manager', () => {
+    assert.equal(condition(template, template.Conditions?.UsesKmsKeys), true);
+    const inStack = (s: Statement) => {
+      const name = template.Resources[s.role]?.Condition;
+      return name === undefined || condition(template, template.Conditions?.[name], east);
+    };
+    // Every KMS permission the deployed role has (no signing key here).
+    const kms = statements(template)
+      .filter((s) => inStack(s) && s.actions.some((a) => a.startsWith('kms:')))
+      .map((s) => ({ role: s.role, actions: s.actions, resources: s.resources.flatMap((r) => deployed(template, r, east)), condition: deployed(template, s.condition, east) }));
+    assert.deepEqual(kms, [
+      // Reading SSE-KMS objects and the secret.
+      { role: 'KmsKeysPolicy', actions: ['kms:Decrypt'], resources: keys, condition: { StringEquals: { 'kms:ViaService': ['s3.us-east-1.amazonaws.com', 'secretsmanager.us-east-1.amazonaws.com'] } } },
+      // Writing the records into a bucket whose default encryption is such a key.
+      { role: 'KmsKeysPolicy', actions: ['kms:GenerateDataKey'], resources: keys, condition: { StringEquals: { 'kms:ViaService': 's3.us-east-1.amazonaws.com' } } },
+    ]);
+  });
+
+  it('reserves the concurrency and takes the memory size the parameters give', () => {
+    const fn = template.Resources.PublishLambdaFunction?.Properties as Record<string, unknown>;
+    assert.equal(condition(template, template.Conditions?.ReservesConcurrency), true);
+    // CloudFormation takes the string "10" for the integer property.
+    assert.equal(Number(deployed(template, fn.ReservedConcurrentExecutions)), 10);
+    assert.equal(fn.MemorySize, 4096);
   });
 });

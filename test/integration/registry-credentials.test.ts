@@ -2,7 +2,8 @@
  * Each registry of a publication to several gets its own credentials (issue 20): two real registries that each
  * accept only their own user, the credentials read from Secrets Manager (a test server speaking its protocol to the
  * real SDK), either a secret per host or one secret keyed by host. A secret with one username and password is
- * refused when REGISTRY names several hosts (it would be sent to all of them), and no password reaches a log.
+ * refused when REGISTRY names several hosts (it would be sent to all of them), and no password reaches a log. A
+ * secret encrypted with a KMS key the role may not use fails naming kms:Decrypt and the deployment parameter.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -37,6 +38,9 @@ describe('several registries, each with its own credentials', () => {
     secrets.put('gl/b', JSON.stringify(B));
     secrets.put('gl/by-host', JSON.stringify({ [a.host]: A, [b.host]: B }));
     secrets.put('gl/flat', JSON.stringify(A));
+    // Secrets Manager's answers when the caller may not decrypt with the secret's customer-managed key.
+    secrets.refuse('gl/kms-denied', 'AccessDeniedException', 'Access to KMS is not allowed');
+    secrets.refuse('gl/kms-failed', 'DecryptionFailure', "Secrets Manager can't decrypt the protected secret text using the provided KMS key.");
   });
   after(async () => {
     await Promise.all([s3?.close(), a?.stop(), b?.stop(), secrets?.close()]);
@@ -88,4 +92,22 @@ describe('several registries, each with its own credentials', () => {
     }
     assert.ok(!logs.includes(A.password), 'the password is in no log line');
   });
+
+  for (const [secret, type, message] of [
+    ['gl/kms-denied', 'AccessDeniedException', 'Access to KMS is not allowed'],
+    ['gl/kms-failed', 'DecryptionFailure', "Secrets Manager can't decrypt the protected secret text using the provided KMS key."],
+  ] as const) {
+    it(`a secret whose KMS key the role may not use (${type}): fails naming kms:Decrypt and the parameter, with AWS's message`, async () => {
+      const { job, logs } = await publish(`kms-${type.toLowerCase()}`, secret);
+      assert.equal(job.outcome, 'failed');
+      assert.equal(job.errorKind, 'registry');
+      assert.equal(job.targets?.length, 2);
+      for (const t of job.targets ?? []) {
+        assert.equal(t.outcome, 'failed');
+        assert.ok(t.error?.includes(`reading the registry credentials from the secret ${secret} failed: ${type}: ${message}`), t.error);
+        assert.match(t.error ?? '', /the function's role lacks kms:Decrypt on the KMS key that encrypts it.*: add the key's ARN to the deployment parameter kmsKeyArns/);
+      }
+      assert.match(logs, /"msg":"job failed".*kms:Decrypt.*kmsKeyArns/);
+    });
+  }
 });

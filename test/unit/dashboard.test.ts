@@ -111,4 +111,32 @@ describe('the CloudWatch dashboard (infra/failure-queue-and-alarms.yml)', () => 
       assert.equal(template.Resources[name]?.Type, 'AWS::CloudWatch::Alarm', a);
     }
   });
+
+  it("shows every alarm of the stack in its alarm widget", () => {
+    const shown = widgets.filter((w) => w.type === 'alarm').flatMap((w) => w.properties.alarms ?? []);
+    const defined = Object.entries(template.Resources).filter(([, r]) => r.Type === 'AWS::CloudWatch::Alarm').map(([name]) => `<${name}.Arn>`);
+    assert.deepEqual([...shown].sort(), [...defined].sort());
+  });
+
+  it("alarms on this function's throttles, on events Lambda dropped and on events it failed to deliver to the failure queue", () => {
+    const alarms = Object.values(template.Resources).filter((r) => r.Type === 'AWS::CloudWatch::Alarm').map((r) => r.Properties);
+    for (const metric of ['Throttles', 'AsyncEventsDropped', 'DestinationDeliveryFailures']) {
+      const found = alarms.filter((a) => a.MetricName === metric);
+      assert.equal(found.length, 1, metric);
+      const a = found[0] as Record<string, unknown>;
+      // Lambda's per-function metrics: namespace AWS/Lambda, dimension FunctionName (the stack's parameter).
+      assert.equal(a.Namespace, 'AWS/Lambda', metric);
+      assert.deepEqual(a.Dimensions, [{ Name: 'FunctionName', Value: { Ref: 'FunctionName' } }], metric);
+      assert.equal(a.Statistic, 'Sum', metric);
+      assert.equal(a.ComparisonOperator, 'GreaterThanThreshold', metric);
+      assert.equal(a.Threshold, 0, metric);
+      assert.deepEqual(a.AlarmActions, [{ Ref: 'AlarmTopic' }], `${metric} notifies the topic`);
+      const description = a.AlarmDescription as string | { 'Fn::Sub': string };
+      assert.match(typeof description === 'string' ? description : description['Fn::Sub'], /\(docs\/operations\.md, "Alarms"\)$/, `${metric} says where to read on`);
+    }
+    // Throttles are expected for a while in a release burst: only throttling that lasts alarms.
+    const throttles = alarms.find((a) => a.MetricName === 'Throttles') as Record<string, unknown>;
+    assert.deepEqual([throttles.EvaluationPeriods, throttles.DatapointsToAlarm], [{ Ref: 'ThrottleAlarmPeriods' }, { Ref: 'ThrottleAlarmPeriods' }]);
+    assert.equal((template.Parameters.ThrottleAlarmPeriods as { Default: number }).Default, 12);
+  });
 });
