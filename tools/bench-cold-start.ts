@@ -52,8 +52,8 @@ export interface ColdStartResult {
   packageBytes: { code: number; map: number };
 }
 
-/** Measures the bundle in dist/publish (npm run build first). */
-export async function measureColdStart(): Promise<ColdStartResult> {
+/** Measures the bundle in `bundleDir` (dist/publish: npm run build first). */
+export async function measureColdStart(bundleDir = 'dist/publish'): Promise<ColdStartResult> {
   const serverless = YAML.parse(await readFile('serverless.yml', 'utf8')) as { provider: { environment: Record<string, unknown> } };
   const nodeOptions = String(serverless.provider.environment.NODE_OPTIONS ?? '');
   const task = await mkdtemp(join(tmpdir(), 'gl-cold-'));
@@ -61,7 +61,7 @@ export async function measureColdStart(): Promise<ColdStartResult> {
   const registry = await startRegistry();
   try {
     // What the deployment package holds, as Lambda unpacks it into /var/task.
-    await cp('dist/publish', task, { recursive: true });
+    await cp(bundleDir, task, { recursive: true });
     const files = (await readdir(task, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
     const sizes = await Promise.all(files.map(async (f) => ({ f, size: (await stat(f)).size })));
     const packageBytes = {

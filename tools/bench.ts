@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --size 4GiB] [--layer 200MiB] [--repeat 3] [--concurrency N] [--readers N] [--sweep] [--targets] [--cold-start] [--no-write]`: how fast
+ * `npm run bench [-- --size 4GiB] [--layer 200MiB] [--repeat 3] [--concurrency N] [--readers N] [--sweep] [--targets] [--cold-start [--bundle DIR]] [--no-write]`: how fast
  * the publisher moves bytes, against baselines measured in the same run on the same servers (in-process S3,
  * loopback docker-registry).
  *
@@ -508,7 +508,8 @@ async function main(): Promise<void> {
 /** 6. The function's cold start (tools/bench-cold-start.ts), its own section. */
 async function coldStart(write: boolean): Promise<void> {
   console.log('cold starts: 10 fresh processes of each kind ...');
-  const result = await measureColdStart();
+  // --bundle DIR: another build of the function (an earlier commit's dist/publish), to compare in the same hour.
+  const result = await measureColdStart(option('bundle', 'dist/publish'));
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}`;
   const heading = '## Cold start of the function';
   const section = `${heading}\n\nMachine: ${machine}. Run on ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- --cold-start\` (also the last part of \`npm run bench\`): fresh processes importing the function's bundle as Lambda unpacks it (NODE_OPTIONS of serverless.yml), each handling one event from the in-process S3, against bare \`node\` running the same child script without a bundle; medians of 10, in turns.\n\n${coldStartTable(result)}\n`;

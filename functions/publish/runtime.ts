@@ -1,9 +1,7 @@
 /** Builds the I/O a job needs from the configuration: stores for buckets, and the targets. */
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ECRClient } from '@aws-sdk/client-ecr';
-import { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
-import { ecrCredentials, ecrRegistry, secretCredentials, staticCredentials, type CredentialSource } from '../registry/credentials';
+import { ecrCredentials, ecrRegistry, lazyClient, secretCredentials, staticCredentials, type CredentialSource } from '../registry/credentials';
 import type { KeyObject } from 'node:crypto';
 import { openSigner, readPublicKey, type Signer } from '../signing/signer';
 import { DirectoryStore } from '../storage/directory-store';
@@ -52,12 +50,19 @@ export function credentialSource(config: Config, host: string): CredentialSource
     // An ARN names its region; a plain name is looked up in the function's region.
     const region = /^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):/.exec(secret)?.[1] ?? config.s3.region;
     const shared = config.credentialsSecrets === undefined && hosts.size > 1;
-    const client = new SecretsManagerClient({ ...(region ? { region } : {}), ...(config.secretsEndpoint ? { endpoint: config.secretsEndpoint } : {}) });
+    const client = lazyClient(async () => {
+      const { SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
+      return new SecretsManagerClient({ ...(region ? { region } : {}), ...(config.secretsEndpoint ? { endpoint: config.secretsEndpoint } : {}) });
+    });
     return secretCredentials(client, secret, { ...(shared ? { host } : {}) });
   }
   if (config.credentials) return staticCredentials(config.credentials);
-  if (ecr) return ecrCredentials(new ECRClient({ region: ecr.region }), ecr.accountId);
+  if (ecr) return ecrCredentials(ecrClient(ecr.region), ecr.accountId);
   return staticCredentials(undefined);
+}
+
+function ecrClient(region: string) {
+  return lazyClient(async () => new (await import('@aws-sdk/client-ecr')).ECRClient({ region }));
 }
 
 /**
@@ -97,7 +102,7 @@ export interface CopyEndpoint {
 export function copyCredentials(config: Config, host: string): CredentialSource {
   if (config.targets.some((t) => t.kind === 'registry' && t.host === host)) return credentialSource(config, host);
   const ecr = ecrRegistry(host);
-  return ecr ? ecrCredentials(new ECRClient({ region: ecr.region }), ecr.accountId) : staticCredentials(undefined);
+  return ecr ? ecrCredentials(ecrClient(ecr.region), ecr.accountId) : staticCredentials(undefined);
 }
 
 /**

@@ -4,8 +4,8 @@
  * ecr:GetAuthorizationToken. Fetched credentials are cached and refreshed before they expire; when the registry
  * refuses them (a rotation happened), they are fetched again once.
  */
-import { ECRClient, GetAuthorizationTokenCommand } from '@aws-sdk/client-ecr';
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { ECRClient } from '@aws-sdk/client-ecr';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import * as z from 'zod';
 import { kmsHint } from '../util/kms-hint';
 import type { Credentials } from './auth';
@@ -61,6 +61,17 @@ function awsFailure(what: string, err: unknown): RegistryError {
   });
 }
 
+/**
+ * An AWS client made when it is first needed: its module is loaded then, so a cold start that fetches no credentials
+ * (a skipped document, a re-run within the cache's time) does not load it (tools/build.ts).
+ */
+export type LazyClient<T> = () => Promise<T>;
+
+export function lazyClient<T>(make: () => Promise<T>): LazyClient<T> {
+  let made: Promise<T> | undefined;
+  return () => (made ??= make());
+}
+
 const SecretShape = z.object({ username: z.string().min(1), password: z.string().min(1) });
 
 /** Secret values are re-read this often, so a rotation reaches warm Lambdas without a redeploy. */
@@ -70,7 +81,7 @@ const SECRET_TTL_MS = 15 * 60 * 1000;
  * The credentials in a secret: {"username","password"}, or with `host` (the secret serves several registries) the
  * entry of that host in {"<host>": {"username","password"}, …}.
  */
-export function secretCredentials(client: SecretsManagerClient, secretId: string, options: { host?: string; now?: () => number } = {}): CredentialSource {
+export function secretCredentials(client: LazyClient<SecretsManagerClient>, secretId: string, options: { host?: string; now?: () => number } = {}): CredentialSource {
   const now = options.now ?? Date.now;
   const host = options.host;
   return cached(
@@ -78,7 +89,8 @@ export function secretCredentials(client: SecretsManagerClient, secretId: string
     async () => {
       let value: string | undefined;
       try {
-        value = (await client.send(new GetSecretValueCommand({ SecretId: secretId }))).SecretString;
+        const { GetSecretValueCommand } = await import('@aws-sdk/client-secrets-manager');
+        value = (await (await client()).send(new GetSecretValueCommand({ SecretId: secretId }))).SecretString;
       } catch (err) {
         throw awsFailure(`reading the registry credentials from the secret ${secretId}`, err);
       }
@@ -126,13 +138,14 @@ export function ecrRegistry(host: string): { accountId: string; region: string }
 /** ECR tokens last 12 hours; a new one is fetched when less than this is left. */
 const ECR_REFRESH_MARGIN_MS = 60 * 60 * 1000;
 
-export function ecrCredentials(client: ECRClient, accountId: string, now: () => number = Date.now): CredentialSource {
+export function ecrCredentials(client: LazyClient<ECRClient>, accountId: string, now: () => number = Date.now): CredentialSource {
   return cached(
     `ecr:GetAuthorizationToken for ${accountId}`,
     async () => {
       let data;
       try {
-        data = (await client.send(new GetAuthorizationTokenCommand({ registryIds: [accountId] }))).authorizationData?.[0];
+        const { GetAuthorizationTokenCommand } = await import('@aws-sdk/client-ecr');
+        data = (await (await client()).send(new GetAuthorizationTokenCommand({ registryIds: [accountId] }))).authorizationData?.[0];
       } catch (err) {
         throw awsFailure(`ecr:GetAuthorizationToken for ${accountId}`, err);
       }

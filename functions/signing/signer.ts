@@ -5,7 +5,7 @@
  */
 import { constants, createHash, createPrivateKey, createPublicKey, privateEncrypt, verify, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
+import type { KMSClient } from '@aws-sdk/client-kms';
 import { PublishError } from '../util/errors';
 
 export interface Signer {
@@ -154,6 +154,7 @@ function kmsError(err: unknown, what: string): SigningError {
  * gardenlinux-update rejects.
  */
 export async function kmsSigner(client: KMSClient, keyId: string, description: string): Promise<Signer> {
+  const { GetPublicKeyCommand, SignCommand } = await import('@aws-sdk/client-kms');
   let got;
   try {
     got = await client.send(new GetPublicKeyCommand({ KeyId: keyId }));
@@ -199,6 +200,8 @@ export async function openSigner(value: string, options: { region?: string; endp
   const region = regionOfKey(ref.keyId) ?? options.region;
   const endpoint = ref.host ? `https://${ref.host}` : options.endpoint;
   // The SDK's standard retries: throttling and 5xx are tried again, refusals (AccessDenied, a disabled key) are not.
+  // The KMS client is loaded here, by a function that signs, not at every cold start (tools/build.ts).
+  const { KMSClient } = await import('@aws-sdk/client-kms');
   const client = new KMSClient({ ...(region ? { region } : {}), ...(endpoint ? { endpoint } : {}), maxAttempts: 5 });
   return kmsSigner(client, ref.keyId, value);
 }

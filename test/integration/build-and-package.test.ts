@@ -43,7 +43,7 @@ describe('the Lambda bundle', () => {
     assert.ok(names.some((n) => n.startsWith('chunks/') && n.endsWith('.mjs')), 'code loaded only when it is needed is in chunks/');
   });
 
-  it('holds only what runs: undici without fetch, WebSocket and mocks; tar, undici and the other credential providers outside index.mjs; maps without sources', async () => {
+  it('holds only what runs: undici without fetch, WebSocket and mocks; tar, undici, KMS, ECR and the other credential providers outside index.mjs; maps without sources', async () => {
     const task = join(dir, 'task');
     const files = (await readdir(task, { recursive: true })).filter((f) => f.endsWith('.mjs'));
     const code = new Map(await Promise.all(files.map(async (f) => [f, await readFile(join(task, f), 'utf8')] as const)));
@@ -55,6 +55,8 @@ describe('the Lambda bundle', () => {
     assert.ok(!index.includes('ustar') && all.includes('ustar'), 'the tar reader is in a chunk of its own');
     assert.ok(!index.includes('llhttp') && all.includes('llhttp'), 'undici is loaded with the first registry request');
     assert.ok(!index.includes('sso-oidc'), "the SSO credential provider's client is in a chunk");
+    // The KMS and ECR clients are loaded by a function that signs, or pushes to ECR (their services' wire names).
+    for (const service of ['TrentService', 'AmazonEC2ContainerRegistry_V20150921']) assert.ok(!index.includes(service) && all.includes(service), `${service} is in a chunk`);
     // No built-in is imported as an ES module (tools/build.ts: builtins-without-facade).
     for (const [f, text] of code) assert.doesNotMatch(text, /from\s*"(node:)?(fs|crypto|process|http|https|stream|util)"/, `${f} imports a built-in as an ES module`);
     for (const f of files) {

@@ -23,7 +23,7 @@ describe('credentials from a Secrets Manager secret', () => {
   it('reads {username, password} from the secret and keeps it for 15 minutes', async () => {
     sm.on(GetSecretValueCommand, { SecretId: 'gl/registry' }).resolves(secret('robot', 'pw-1'));
     let now = 1_000_000;
-    const source = secretCredentials(new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry', { now: () => now });
+    const source = secretCredentials(async () => new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry', { now: () => now });
     assert.deepEqual(await source.get(), { username: 'robot', password: 'pw-1' });
     now += 14 * 60 * 1000;
     await source.get();
@@ -36,7 +36,7 @@ describe('credentials from a Secrets Manager secret', () => {
 
   it('reads the secret again at once after invalidate (the registry refused it)', async () => {
     sm.on(GetSecretValueCommand).resolvesOnce(secret('robot', 'old')).resolves(secret('robot', 'new'));
-    const source = secretCredentials(new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry');
+    const source = secretCredentials(async () => new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry');
     assert.equal((await source.get())?.password, 'old');
     source.invalidate();
     assert.equal((await source.get())?.password, 'new');
@@ -44,14 +44,14 @@ describe('credentials from a Secrets Manager secret', () => {
 
   it('shares one read among concurrent callers', async () => {
     sm.on(GetSecretValueCommand).resolves(secret('robot', 'pw'));
-    const source = secretCredentials(new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry');
+    const source = secretCredentials(async () => new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry');
     await Promise.all([source.get(), source.get(), source.get()]);
     assert.equal(sm.commandCalls(GetSecretValueCommand).length, 1);
   });
 
   it('says when the secret has the wrong shape, without repeating what it holds', async () => {
     sm.on(GetSecretValueCommand).resolves({ SecretString: '{"user":"robot","pass":"hunter2-value"}' });
-    const source = secretCredentials(new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry');
+    const source = secretCredentials(async () => new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/registry');
     await assert.rejects(source.get(), (err: unknown) => {
       assert.ok(err instanceof RegistryError);
       assert.match(err.message, /the secret gl\/registry is not JSON of the form \{"username": "…", "password": "…"\}/);
@@ -62,7 +62,7 @@ describe('credentials from a Secrets Manager secret', () => {
 
   it('says when the secret cannot be read', async () => {
     sm.on(GetSecretValueCommand).rejects(new ResourceNotFoundException({ message: "Secrets Manager can't find the specified secret.", $metadata: {} }));
-    const source = secretCredentials(new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/missing');
+    const source = secretCredentials(async () => new SecretsManagerClient({ region: 'eu-central-1' }), 'gl/missing');
     await assert.rejects(source.get(), /reading the registry credentials from the secret gl\/missing failed: ResourceNotFoundException/);
   });
 });
@@ -82,7 +82,7 @@ describe('credentials for ECR from ecr:GetAuthorizationToken', () => {
   it('decodes the token as Basic credentials and refreshes it an hour before it expires', async () => {
     let now = Date.parse('2026-11-27T10:00:00Z');
     ecr.on(GetAuthorizationTokenCommand, { registryIds: ['123456789012'] }).resolvesOnce(token('token-1', new Date('2026-11-27T22:00:00Z'))).resolves(token('token-2', new Date('2026-11-28T10:00:00Z')));
-    const source = ecrCredentials(new ECRClient({ region: 'eu-central-1' }), '123456789012', () => now);
+    const source = ecrCredentials(async () => new ECRClient({ region: 'eu-central-1' }), '123456789012', () => now);
     assert.deepEqual(await source.get(), { username: 'AWS', password: 'token-1' });
     now = Date.parse('2026-11-27T20:30:00Z');
     assert.equal((await source.get())?.password, 'token-1', 'still valid for an hour and a half');
@@ -93,7 +93,7 @@ describe('credentials for ECR from ecr:GetAuthorizationToken', () => {
 
   it('gives the registry the token as Basic authorization', async () => {
     ecr.on(GetAuthorizationTokenCommand).resolves(token('ecr-pw', new Date(Date.now() + 12 * 3600_000)));
-    const auth = new Authenticator(ecrCredentials(new ECRClient({ region: 'eu-central-1' }), '123456789012'), async () => ({ status: 500, body: '' }));
+    const auth = new Authenticator(ecrCredentials(async () => new ECRClient({ region: 'eu-central-1' }), '123456789012'), async () => ({ status: 500, body: '' }));
     const host = '123456789012.dkr.ecr.eu-central-1.amazonaws.com';
     await auth.onChallenge(host, 'Basic realm="https://123456789012.dkr.ecr.eu-central-1.amazonaws.com/",service="ecr.amazonaws.com"', [], false);
     assert.equal(await auth.authorization(host, []), `Basic ${Buffer.from('AWS:ecr-pw').toString('base64')}`);
@@ -101,7 +101,7 @@ describe('credentials for ECR from ecr:GetAuthorizationToken', () => {
 
   it('fetches a new token once when the registry refuses the current one', async () => {
     ecr.on(GetAuthorizationTokenCommand).resolvesOnce(token('revoked', new Date(Date.now() + 12 * 3600_000))).resolves(token('fresh', new Date(Date.now() + 12 * 3600_000)));
-    const auth = new Authenticator(ecrCredentials(new ECRClient({ region: 'eu-central-1' }), '123456789012'), async () => ({ status: 500, body: '' }));
+    const auth = new Authenticator(ecrCredentials(async () => new ECRClient({ region: 'eu-central-1' }), '123456789012'), async () => ({ status: 500, body: '' }));
     const host = '123456789012.dkr.ecr.eu-central-1.amazonaws.com';
     await auth.onChallenge(host, 'Basic realm="ecr"', [], false);
     await auth.onChallenge(host, 'Basic realm="ecr"', [], true, undefined, 1);
