@@ -52,10 +52,15 @@ export interface ColdStartResult {
   packageBytes: { code: number; map: number };
 }
 
+/** The NODE_OPTIONS serverless.yml gives the function, so that measurements run it as it is deployed. */
+export async function functionNodeOptions(): Promise<string> {
+  const serverless = YAML.parse(await readFile('serverless.yml', 'utf8')) as { provider: { environment: Record<string, unknown> } };
+  return String(serverless.provider.environment.NODE_OPTIONS ?? '');
+}
+
 /** Measures the bundle in `bundleDir` (dist/publish: npm run build first). */
 export async function measureColdStart(bundleDir = 'dist/publish'): Promise<ColdStartResult> {
-  const serverless = YAML.parse(await readFile('serverless.yml', 'utf8')) as { provider: { environment: Record<string, unknown> } };
-  const nodeOptions = String(serverless.provider.environment.NODE_OPTIONS ?? '');
+  const nodeOptions = await functionNodeOptions();
   const task = await mkdtemp(join(tmpdir(), 'gl-cold-'));
   const s3 = await startLocalS3([BUCKET]);
   const registry = await startRegistry();

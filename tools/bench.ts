@@ -39,7 +39,7 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { startFaultProxy } from '../test/helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry';
 import { s3Event, startLocalS3, type LocalS3 } from './local-s3';
-import { coldStartTable, measureColdStart } from './bench-cold-start';
+import { coldStartTable, functionNodeOptions, measureColdStart } from './bench-cold-start';
 import { metadataYaml, sampleBuild, type SampleBuild } from './sample-builds';
 import { Header } from 'tar';
 
@@ -296,8 +296,11 @@ async function main(): Promise<void> {
       const largest = results.reduce((a, b) => (b.maxRssKiB > a.maxRssKiB ? b : a));
       return { ms, wallMs, jobs, maxRssKiB: largest.maxRssKiB, heapKiB: largest.heapKiB ?? 0, buffersKiB: largest.buffersKiB ?? 0, cpuMs: results.reduce((n, r) => n + (r.cpuMs ?? 0), 0) };
     };
+    // The function as deployed: serverless.yml's NODE_OPTIONS.
+    const nodeOptions = await functionNodeOptions();
     const pubEnv = (registry: TestRegistry, extra: Record<string, string> = {}) => ({
       ...(s3 as LocalS3).env,
+      NODE_OPTIONS: nodeOptions,
       REGISTRY: `http://${registry.host}/gardenlinux`,
       LOG_LEVEL: 'warn',
       ...(concurrency ? { BLOB_CONCURRENCY: concurrency } : {}),

@@ -8,7 +8,7 @@
  * request bodies (a CDN), relative Location headers, strict Accept checks, and redirects to another origin.
  */
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { listenOnLoopback } from './loopback';
 
 export type RequestKind = 'blob-head' | 'upload-post' | 'upload-patch' | 'upload-put' | 'manifest-get' | 'manifest-put' | 'token' | 'other';
 
@@ -139,7 +139,6 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
   let isDown = false;
   const rules: FaultRule[] = [];
   const log: ProxyLogEntry[] = [];
-  const sockets = new Set<Socket>();
   const seen = new Map<FaultRule, number>();
   /** chunk sizes per upload session, for minChunkBytes */
   const chunks = new Map<string, number[]>();
@@ -341,11 +340,7 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
       req.pipe(up);
     }
   };
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  const { port, close } = await listenOnLoopback(server);
   return {
     url: `http://127.0.0.1:${port}`,
     host: `127.0.0.1:${port}`,
@@ -359,10 +354,6 @@ export async function startFaultProxy(behaviour: ProxyBehaviour = {}): Promise<F
     down() {
       isDown = true;
     },
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    close,
   };
 }

@@ -4,9 +4,11 @@
  * and let them run at one moment.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
 import { bundleFunction } from '../../tools/build';
 import type { JobSummary } from '../../functions/publish/run-job';
 
@@ -27,9 +29,15 @@ export interface LambdaProcess {
   result?: JobSummary[];
 }
 
-/** The environment of a child: the test's, less what would make it part of the test run. */
+/** The NODE_OPTIONS serverless.yml gives the function: the children run as the function is deployed. */
+const FUNCTION_NODE_OPTIONS = String(
+  (YAML.parse(readFileSync(fileURLToPath(new URL('../../serverless.yml', import.meta.url)), 'utf8')) as { provider: { environment: Record<string, unknown> } }).provider
+    .environment.NODE_OPTIONS ?? '',
+);
+
+/** The environment of a child: the test's, less what would make it part of the test run, with the function's NODE_OPTIONS. */
 export function childEnv(extra: Record<string, string | undefined>): Record<string, string | undefined> {
-  const env: Record<string, string | undefined> = { ...process.env, ...extra };
+  const env: Record<string, string | undefined> = { ...process.env, NODE_OPTIONS: FUNCTION_NODE_OPTIONS, ...extra };
   delete env.NODE_TEST_CONTEXT;
   return env;
 }

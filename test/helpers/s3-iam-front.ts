@@ -11,7 +11,7 @@
  * Everything else is passed to s3rver as it is (the SDK's signature stays valid: the Host header is kept).
  */
 import { createServer, request as httpRequest, Agent, type Server } from 'node:http';
-import type { Socket } from 'node:net';
+import { listenOnLoopback } from './loopback';
 
 export interface FrontLogEntry {
   method: string;
@@ -50,7 +50,6 @@ const agent = new Agent({ keepAlive: true, maxSockets: 64 });
 export async function startS3IamFront(upstream: string, options: { bucket: string; listPrefixes: readonly string[] }): Promise<S3IamFront> {
   const refused = new Map<string, { code: string; message: string }>();
   const log: FrontLogEntry[] = [];
-  const sockets = new Set<Socket>();
 
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://front');
@@ -91,11 +90,7 @@ export async function startS3IamFront(upstream: string, options: { bucket: strin
     });
     req.pipe(up);
   });
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  const port = await new Promise<number>((resolve) => server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)));
+  const { port, close } = await listenOnLoopback(server);
   return {
     url: `http://127.0.0.1:${port}`,
     refuse(key, message, code = 'AccessDenied') {
@@ -105,10 +100,6 @@ export async function startS3IamFront(upstream: string, options: { bucket: strin
       refused.delete(key);
     },
     log,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    close,
   };
 }
