@@ -11,14 +11,14 @@
  * profile per process (the bundle's source maps name the files).
  */
 import { spawn } from 'node:child_process';
-import { cp, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
-import YAML from 'yaml';
 import { startRegistry } from '../test/helpers/registry';
 import { s3Event, startLocalS3, uploadBuild } from './local-s3';
+import { functionNodeOptions, lambdaNodeArgs } from './lambda-runtime';
 import { sampleBuild } from './sample-builds';
 
 const BUCKET = 'gardenlinux-github-releases';
@@ -30,10 +30,13 @@ interface Cold {
   outcome: string;
 }
 
-function coldProcess(args: string[], env: Record<string, string | undefined>): Promise<Cold> {
+function coldProcess(nodeArgs: string[], args: string[], env: Record<string, string | undefined>): Promise<Cold> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const p = spawn(process.execPath, [...(process.env.BENCH_COLD_NODE_ARGS ? process.env.BENCH_COLD_NODE_ARGS.split(' ') : []), 'tools/cold-start-child.mjs', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(process.execPath, [...nodeArgs, ...(process.env.BENCH_COLD_NODE_ARGS ? process.env.BENCH_COLD_NODE_ARGS.split(' ') : []), 'tools/cold-start-child.mjs', ...args], {
+      env,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     p.stderr.on('data', (c: Buffer) => (stderr += c));
     p.on('close', (code) => {
@@ -52,15 +55,10 @@ export interface ColdStartResult {
   packageBytes: { code: number; map: number };
 }
 
-/** The NODE_OPTIONS serverless.yml gives the function, so that measurements run it as it is deployed. */
-export async function functionNodeOptions(): Promise<string> {
-  const serverless = YAML.parse(await readFile('serverless.yml', 'utf8')) as { provider: { environment: Record<string, unknown> } };
-  return String(serverless.provider.environment.NODE_OPTIONS ?? '');
-}
-
 /** Measures the bundle in `bundleDir` (dist/publish: npm run build first). */
 export async function measureColdStart(bundleDir = 'dist/publish'): Promise<ColdStartResult> {
   const nodeOptions = await functionNodeOptions();
+  const nodeArgs = await lambdaNodeArgs();
   const task = await mkdtemp(join(tmpdir(), 'gl-cold-'));
   const s3 = await startLocalS3([BUCKET]);
   const registry = await startRegistry();
@@ -89,7 +87,7 @@ export async function measureColdStart(bundleDir = 'dist/publish'): Promise<Cold
     const build = sampleBuild({ flavor: 'kvm-gardener_prod', arch: 'amd64', commit: 'c0ffee02' });
     await uploadBuild(s3.client, BUCKET, build);
     const buildEvent = JSON.stringify(s3Event(BUCKET, `meta/singles/${build.base}`));
-    const first = await coldProcess([bundle, buildEvent], env);
+    const first = await coldProcess(nodeArgs, [bundle, buildEvent], env);
     if (first.outcome !== 'published') throw new Error(`the first publication ended ${first.outcome}`);
 
     const cases = [
@@ -101,7 +99,8 @@ export async function measureColdStart(bundleDir = 'dist/publish'): Promise<Cold
     // In turns, so that whatever else the machine does falls on every case alike.
     for (let i = 0; i < RUNS; i++) {
       for (const [k, c] of cases.entries()) {
-        const r = await coldProcess(c.args, c.args.length ? env : { PATH: process.env.PATH, NODE_OPTIONS: nodeOptions });
+        // Bare node is started like the function, by the same runtime command line.
+        const r = await coldProcess(nodeArgs, c.args, c.args.length ? env : { PATH: process.env.PATH, NODE_OPTIONS: nodeOptions });
         if (r.outcome !== c.outcome) throw new Error(`${c.name}: the job ended ${r.outcome}, not ${c.outcome}`);
         samples[k]?.push(r);
       }

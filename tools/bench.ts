@@ -39,7 +39,8 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { startFaultProxy } from '../test/helpers/fault-proxy';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry';
 import { s3Event, startLocalS3, type LocalS3 } from './local-s3';
-import { coldStartTable, functionNodeOptions, measureColdStart } from './bench-cold-start';
+import { coldStartTable, measureColdStart } from './bench-cold-start';
+import { functionNodeOptions, lambdaNodeArgs } from './lambda-runtime';
 import { metadataYaml, sampleBuild, type SampleBuild } from './sample-builds';
 import { Header } from 'tar';
 
@@ -281,8 +282,8 @@ async function main(): Promise<void> {
         [raw, container].map(async (b) => {
           const file = join(work, `event-${b.base}.json`);
           await writeFile(file, JSON.stringify(s3Event(BUCKET, `meta/singles/${b.base}`)));
-          // The function's bundle, as a Lambda invocation runs it.
-          return child(['tools/bench-child.mjs', 'handler', file], e);
+          // The function's bundle, as a Lambda invocation runs it: with the runtime's node arguments.
+          return child([...lambdaArgs, 'tools/bench-child.mjs', 'handler', file], e);
         }),
       );
       const wallMs = performance.now() - started;
@@ -296,8 +297,9 @@ async function main(): Promise<void> {
       const largest = results.reduce((a, b) => (b.maxRssKiB > a.maxRssKiB ? b : a));
       return { ms, wallMs, jobs, maxRssKiB: largest.maxRssKiB, heapKiB: largest.heapKiB ?? 0, buffersKiB: largest.buffersKiB ?? 0, cpuMs: results.reduce((n, r) => n + (r.cpuMs ?? 0), 0) };
     };
-    // The function as deployed: serverless.yml's NODE_OPTIONS.
+    // The function as deployed: serverless.yml's NODE_OPTIONS, and the node arguments of Lambda's runtime.
     const nodeOptions = await functionNodeOptions();
+    const lambdaArgs = await lambdaNodeArgs();
     const pubEnv = (registry: TestRegistry, extra: Record<string, string> = {}) => ({
       ...(s3 as LocalS3).env,
       NODE_OPTIONS: nodeOptions,

@@ -18,6 +18,7 @@ import { Limiter } from '../util/limiter';
 import type { Logger } from '../util/log';
 import type { PublishContext, TransferStats } from './context';
 import type { SinglePass } from './single-pass';
+import { bytesStreamed } from '../util/young-garbage';
 
 export interface SourceFile {
   name: string;
@@ -96,6 +97,7 @@ export class FileTransfer {
       highWaterMark: 1 << 20,
       transform(chunk: Buffer, _encoding, callback) {
         stats.bytesRead += chunk.length;
+        bytesStreamed(chunk.length);
         callback(null, chunk);
       },
     });

@@ -17,7 +17,8 @@ const WHERE = `add the key's ARN to the deployment parameter ${KMS_KEYS_PARAMETE
  */
 export function kmsHint(err: unknown): string | undefined {
   if (!(err instanceof Error)) return undefined;
-  const action = /\bkms:([A-Za-z]+)/.exec(err.message)?.[1];
+  // An action is capitalised (kms:Decrypt); a key ARN (arn:aws:kms:eu-central-1:…) is not one.
+  const action = /\bkms:([A-Z][A-Za-z]+)/.exec(err.message)?.[1];
   if (action !== undefined) return `the function's role lacks kms:${action} on the KMS key that encrypts it: ${WHERE}`;
   if (/access to kms is not allowed/i.test(err.message)) return `the function's role lacks kms:Decrypt on the KMS key that encrypts it: ${WHERE}`;
   if (err.name === 'DecryptionFailure') return `the function's role lacks kms:Decrypt on the KMS key that encrypts it, or the key is disabled: ${WHERE}`;

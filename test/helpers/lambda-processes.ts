@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import { lambdaNodeArgsFor } from '../../tools/lambda-runtime';
 import { bundleFunction } from '../../tools/build';
 import type { JobSummary } from '../../functions/publish/run-job';
 
@@ -29,11 +30,16 @@ export interface LambdaProcess {
   result?: JobSummary[];
 }
 
-/** The NODE_OPTIONS serverless.yml gives the function: the children run as the function is deployed. */
-const FUNCTION_NODE_OPTIONS = String(
-  (YAML.parse(readFileSync(fileURLToPath(new URL('../../serverless.yml', import.meta.url)), 'utf8')) as { provider: { environment: Record<string, unknown> } }).provider
-    .environment.NODE_OPTIONS ?? '',
-);
+/**
+ * The children run as the function is deployed: with the NODE_OPTIONS serverless.yml gives it, and started with the
+ * arguments Lambda's runtime gives node for its memory size.
+ */
+const serverless = YAML.parse(readFileSync(fileURLToPath(new URL('../../serverless.yml', import.meta.url)), 'utf8')) as {
+  provider: { environment: Record<string, unknown> };
+  params: { default: { memorySize: number | string } };
+};
+const FUNCTION_NODE_OPTIONS = String(serverless.provider.environment.NODE_OPTIONS ?? '');
+const LAMBDA_NODE_ARGS = lambdaNodeArgsFor(Number(serverless.params.default.memorySize));
 
 /** The environment of a child: the test's, less what would make it part of the test run, with the function's NODE_OPTIONS. */
 export function childEnv(extra: Record<string, string | undefined>): Record<string, string | undefined> {
@@ -43,7 +49,7 @@ export function childEnv(extra: Record<string, string | undefined>): Record<stri
 }
 
 export function startLambdaProcess(bundle: string, name: string, event: unknown, env: Record<string, string | undefined>): LambdaProcess {
-  const proc = spawn(process.execPath, [bundle, JSON.stringify(event)], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [...LAMBDA_NODE_ARGS, bundle, JSON.stringify(event)], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   const p: LambdaProcess = { name, proc, stderr: [], ready: Promise.resolve(), exited: Promise.resolve(null) };
   proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => p.stderr.push(chunk));
   p.exited = new Promise((resolve, reject) => {

@@ -28,6 +28,10 @@ describe('kmsHint', () => {
 
   it("S3's KMS.* codes: a key that cannot be used", () => {
     assert.match(kmsHint(named('KMS.DisabledException', 'arn:aws:kms:… is disabled.')) ?? '', /cannot be used \(KMS\.DisabledException\): check that it is enabled/);
+    // A key's ARN in the message is not an action ("kms:eu" was read from it).
+    const arn = kmsHint(named('KMS.DisabledException', 'arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab is disabled.'));
+    assert.match(arn ?? '', /cannot be used \(KMS\.DisabledException\)/);
+    assert.doesNotMatch(arn ?? '', /kms:eu/);
   });
 
   it('says nothing about refusals KMS has no part in', () => {
