@@ -574,6 +574,19 @@ export class SimRegistry {
     const blobRef = (digest: string): string => `${name}@${digest}`;
     const manifestRef = (reference: string): string => (isDigestRef(reference) ? `${name}@${reference}` : `${name}:${reference}`);
     const blobOf = (digest: string): Buffer | undefined => registry.repo(name)?.blobs.get(digest);
+    /** A blob GET: `answer` makes the reply from the stored bytes; an absent blob answers undefined. */
+    const getBlob = <T>(digest: string, answer: (bytes: Buffer, what: string) => T): Promise<T | undefined> => {
+      const what = `GET blob ${id}@${digest}`;
+      return conn.request(
+        'blob-get',
+        blobRef(digest),
+        () => {
+          const bytes = blobOf(digest);
+          return bytes ? answer(bytes, what) : undefined;
+        },
+        { what, describe: (b) => (b ? undefined : 'absent') },
+      );
+    };
     return {
       id,
       display: id,
@@ -591,32 +604,14 @@ export class SimRegistry {
         });
       },
       fetchBlob(digest: string, maxBytes: number): Promise<Buffer | undefined> {
-        const what = `GET blob ${id}@${digest}`;
-        return conn.request(
-          'blob-get',
-          blobRef(digest),
-          () => {
-            const bytes = blobOf(digest);
-            if (!bytes) return undefined;
-            if (bytes.length > maxBytes) throw new IntegrityError(`${what}: ${bytes.length} bytes, more than the ${maxBytes} expected`);
-            if (sha256Digest(bytes) !== digest) throw new IntegrityError(`${what}: the registry returned bytes with digest ${sha256Digest(bytes)}`);
-            return Buffer.from(bytes);
-          },
-          { what, describe: (b) => (b ? undefined : 'absent') },
-        );
+        return getBlob(digest, (bytes, what) => {
+          if (bytes.length > maxBytes) throw new IntegrityError(`${what}: ${bytes.length} bytes, more than the ${maxBytes} expected`);
+          if (sha256Digest(bytes) !== digest) throw new IntegrityError(`${what}: the registry returned bytes with digest ${sha256Digest(bytes)}`);
+          return Buffer.from(bytes);
+        });
       },
       openBlob(digest: string): Promise<BlobStream | undefined> {
-        const what = `GET blob ${id}@${digest}`;
-        return conn.request(
-          'blob-get',
-          blobRef(digest),
-          () => {
-            const bytes = blobOf(digest);
-            if (!bytes) return undefined;
-            return { size: bytes.length, stream: checkedStream(conn.track(streamOf(bytes)), { digest, size: bytes.length, what }) };
-          },
-          { what, describe: (b) => (b ? undefined : 'absent') },
-        );
+        return getBlob(digest, (bytes, what) => ({ size: bytes.length, stream: checkedStream(conn.track(streamOf(bytes)), { digest, size: bytes.length, what }) }));
       },
       async pushBlob(blob: BlobSource): Promise<UploadResult> {
         let received: Received | undefined;
