@@ -44,11 +44,6 @@ export interface RegistryClientOptions {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
-/** Where a dispatcher sends a request for `url`. */
-function target(url: URL): { origin: string; path: string } {
-  return { origin: url.origin, path: `${url.pathname}${url.search}` };
-}
-
 export class RegistryClient {
   readonly origin: string;
   private readonly auth: Authenticator;
@@ -87,22 +82,22 @@ export class RegistryClient {
     return this.options.logger;
   }
 
-  private connections(): Promise<Dispatcher> {
+  /** One request to `url` through the connection pool (made at the first), with the client's timeouts. */
+  private async dispatch(url: URL, init: Pick<Dispatcher.RequestOptions, 'method' | 'headers' | 'body'>, scope: JobScope | undefined): Promise<Dispatcher.ResponseData> {
     const { dispatcher, connections } = this.options;
     this.dispatcher ??= dispatcher ? Promise.resolve(dispatcher) : import('undici').then(({ Agent }) => new Agent({ connections: connections ?? 32, keepAliveTimeout: 30_000 }));
-    return this.dispatcher;
+    return (await this.dispatcher).request({
+      origin: url.origin,
+      path: `${url.pathname}${url.search}`,
+      ...init,
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+      ...(scope?.signal ? { signal: scope.signal } : {}),
+    });
   }
 
   async close(): Promise<void> {
     if (!this.options.dispatcher && this.dispatcher) await (await this.dispatcher).close();
-  }
-
-  private timeouts(scope: JobScope | undefined) {
-    return {
-      headersTimeout: this.timeoutMs,
-      bodyTimeout: this.timeoutMs,
-      ...(scope?.signal ? { signal: scope.signal } : {}),
-    };
   }
 
   /** Token requests go through the same retry policy, without registry authentication. */
@@ -112,7 +107,7 @@ export class RegistryClient {
       scope.throwIfAborted();
       let failure: RegistryError;
       try {
-        const res = await (await this.connections()).request({ ...target(url), method: 'GET', headers: { 'user-agent': USER_AGENT, ...headers }, ...this.timeouts(scope) });
+        const res = await this.dispatch(url, { method: 'GET', headers: { 'user-agent': USER_AGENT, ...headers } }, scope);
         const body = (await readLimited(res.body as Res['body'], 256 * 1024, `token from ${url.origin}`)).toString('utf8');
         if (!isRetryableStatus(res.statusCode)) {
           scope.succeeded(op);
@@ -186,13 +181,11 @@ export class RegistryClient {
       const started = Date.now();
       let res: Res;
       try {
-        const r = await (await this.connections()).request({
-          ...target(url),
-          method: req.method,
-          headers,
-          body: req.body ?? (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH' ? '' : undefined),
-          ...this.timeouts(scope),
-        });
+        const r = await this.dispatch(
+          url,
+          { method: req.method, headers, body: req.body ?? (req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH' ? '' : undefined) },
+          scope,
+        );
         res = { status: r.statusCode, headers: r.headers, body: r.body as Res['body'], url };
       } catch (err) {
         if (err instanceof PublishError) throw err;
