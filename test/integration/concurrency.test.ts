@@ -19,7 +19,7 @@ import { startFaultProxy } from '../helpers/fault-proxy';
 import { withLatency } from '../helpers/latency';
 import { startRegistry, type TestRegistry } from '../helpers/registry';
 
-const TRIALS = Number(process.env.CONCURRENCY_TRIALS ?? 14);
+const TRIALS = Number(process.env.CONCURRENCY_TRIALS ?? 10);
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json';
 const ARCHES = ['amd64', 'arm64'] as const;
 /** build_timestamp of every build but the newer amd64 container build, and of that one */
